@@ -1,0 +1,5 @@
+import sys
+
+from pyg_fewshot.cli.main import main
+
+sys.exit(main())

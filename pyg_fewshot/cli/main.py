@@ -1,0 +1,244 @@
+r"""``pyg-fewshot``: train, evaluate and pretrain from the command line.
+
+The CLI is the top layer: it wires data, models, the meta-learning engine
+and the evaluator together and never holds model logic itself.
+"""
+import argparse
+import ast
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from .. import __version__
+from .._io import atomic_write_json
+from ..data import load_dataset
+from ..evaluation import chance_level, evaluate
+from ..meta import MetaLearner, MetaTrainer, load_checkpoint
+from ..models import MODELS, build_model
+
+DEFAULT_DATASET = 'umls-one'
+
+
+def _parse_kv(items: List[str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for item in items:
+        if '=' not in item:
+            raise SystemExit(f"error: --model-arg expects KEY=VALUE, got "
+                             f"'{item}'")
+        key, value = item.split('=', 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _device(name: str) -> torch.device:
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda but no CUDA device is '
+                         'available')
+    return torch.device(name)
+
+
+def _load_data(args: argparse.Namespace, pretrain: bool, dim: int):
+    dataset = load_dataset(args.dataset, root=args.data_root)
+    data = dataset[0]
+    if pretrain:
+        ent, _ = dataset.pretrained_embeddings(dim=dim)
+        data['entity'].emb = ent
+    return dataset, data
+
+
+def _metrics_view(res: Dict[str, Any]) -> Dict[str, Any]:
+    keys = ('mrr', 'hits@1', 'hits@5', 'hits@10', 'mean_rank',
+            'num_queries', 'num_relations', 'macro', 'per_relation',
+            'ties_policy', 'candidate_set', 'seconds')
+    return {k: res[k] for k in keys if k in res}
+
+
+def _print_metrics(name: str, res: Dict[str, Any]) -> None:
+    print(f"{name}: MRR {res['mrr']:.4f}  Hits@1 {res['hits@1']:.4f}  "
+          f"Hits@5 {res['hits@5']:.4f}  Hits@10 {res['hits@10']:.4f}  "
+          f"({res['num_queries']} queries, macro MRR "
+          f"{res['macro']['mrr']:.4f})")
+
+
+def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
+    torch.manual_seed(args.seed)
+    device = _device(args.device)
+    model_kwargs = _parse_kv(args.model_arg)
+    if args.dim is not None:
+        model_kwargs['embedding_dim'] = args.dim
+    dim = model_kwargs.get('embedding_dim', 100)
+    dataset, data = _load_data(args, args.pretrain, dim)
+    model = build_model(args.model, data, **model_kwargs).to(device)
+    learner_kwargs = dict(inner_steps=args.inner_steps,
+                          inner_lr=args.inner_lr, margin=args.margin,
+                          first_order=not args.second_order,
+                          published_quirks=args.published_quirks)
+    learner = MetaLearner(model, **learner_kwargs)
+    from ..data import EpisodeSampler
+    sampler = EpisodeSampler(data, args.shots, args.num_queries,
+                             args.batch_size, 'train', seed=args.seed)
+
+    def validate() -> float:
+        return evaluate(model, data, 'dev', args.shots, learner,
+                        ties_policy=args.ties, seed=args.seed)['mrr']
+
+    metadata = dict(model=model.model_name, model_kwargs=model_kwargs,
+                    learner=learner_kwargs, dataset=args.dataset,
+                    shots=args.shots, seed=args.seed,
+                    pretrain=args.pretrain, version=__version__)
+    trainer = MetaTrainer(learner, sampler, args.output, validate=validate,
+                          lr=args.lr, max_steps=args.max_steps,
+                          eval_every=args.eval_every, patience=args.patience,
+                          grad_clip=args.grad_clip, amp=args.amp,
+                          metadata=metadata, progress=not args.quiet)
+    summary = trainer.fit(resume=not args.no_resume)
+    trainer.load_best()
+    dev = evaluate(model, data, 'dev', args.shots, learner,
+                   ties_policy=args.ties, seed=args.seed)
+    test = evaluate(model, data, 'test', args.shots, learner,
+                    ties_policy=args.ties, seed=args.seed)
+    results = dict(
+        model=model.model_name, dataset=args.dataset, shots=args.shots,
+        seed=args.seed, steps=summary['steps'],
+        best_step=summary['best_step'],
+        train_seconds=round(summary['train_seconds'], 2),
+        stopped_early=summary['stopped_early'], dev=_metrics_view(dev),
+        test=_metrics_view(test),
+        test_random_baseline=chance_level(data, 'test', args.shots),
+        model_kwargs=model_kwargs, learner=learner_kwargs,
+        batch_size=args.batch_size, num_queries=args.num_queries,
+        pretrain=args.pretrain, history=summary['history'],
+        version=__version__)
+    atomic_write_json(results, os.path.join(args.output, 'results.json'))
+    _print_metrics('dev ', dev)
+    _print_metrics('test', test)
+    base = results['test_random_baseline']
+    print(f"test random-scoring baseline: MRR {base['mrr']:.4f}  "
+          f"Hits@10 {base['hits@10']:.4f}")
+    print(f"results written to {os.path.join(args.output, 'results.json')}")
+    return results
+
+
+def cmd_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
+    path = args.checkpoint
+    if os.path.isdir(path):
+        path = os.path.join(path, 'best.pt')
+    state = load_checkpoint(path)
+    meta = state['metadata']
+    args.dataset = args.dataset or meta['dataset']
+    shots = args.shots or meta['shots']
+    device = _device(args.device)
+    model_kwargs = dict(meta['model_kwargs'])
+    _, data = _load_data(args, False, model_kwargs.get('embedding_dim', 100))
+    model = build_model(meta['model'], data, pretrained=False,
+                        **model_kwargs)
+    model.load_state_dict(state['model_state'])
+    model.to(device)
+    learner = MetaLearner(model, **meta['learner'])
+    res = evaluate(model, data, args.split, shots, learner,
+                   ties_policy=args.ties, candidate_set=args.candidates,
+                   seed=meta.get('seed', 0))
+    _print_metrics(args.split, res)
+    if args.output:
+        atomic_write_json(_metrics_view(res), args.output)
+    return res
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    dataset = load_dataset(args.dataset, root=args.data_root)
+    t0 = time.perf_counter()
+    ent, rel = dataset.pretrained_embeddings(dim=args.dim,
+                                             epochs=args.epochs)
+    print(f'TransE vectors: entities {tuple(ent.shape)}, relations '
+          f'{tuple(rel.shape)} ({time.perf_counter() - t0:.1f} s, cached in '
+          f'{dataset.processed_dir})')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='pyg-fewshot',
+        description='Few-shot relational learning on knowledge graphs.')
+    parser.add_argument('--version', action='version', version=__version__)
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    def data_args(p: argparse.ArgumentParser, default: Optional[str]) -> None:
+        p.add_argument('--dataset', default=default,
+                       help="'umls-one' (bundled) or a folder in the "
+                       'standard few-shot layout')
+        p.add_argument('--data-root', default=None,
+                       help='where processed data is cached (default: '
+                       '$PYG_FEWSHOT_HOME or ~/.cache/pyg_fewshot)')
+        p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+
+    p = sub.add_parser('train', help='meta-train a model, then evaluate it')
+    p.add_argument('--model', required=True, choices=sorted(MODELS))
+    data_args(p, DEFAULT_DATASET)
+    p.add_argument('--shots', type=int, default=1)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--max-steps', type=int, default=3000)
+    p.add_argument('--batch-size', type=int, default=1024)
+    p.add_argument('--num-queries', type=int, default=3)
+    p.add_argument('--eval-every', type=int, default=250)
+    p.add_argument('--patience', type=int, default=30)
+    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--grad-clip', type=float, default=None)
+    p.add_argument('--dim', type=int, default=None,
+                   help='embedding size (default: the model default, or '
+                   'that of the pretrained vectors)')
+    p.add_argument('--pretrain', action='store_true',
+                   help='start from TransE vectors pretrained on the '
+                   'background graph (computed once, then cached)')
+    p.add_argument('--inner-steps', type=int, default=1)
+    p.add_argument('--inner-lr', type=float, default=5.0)
+    p.add_argument('--margin', type=float, default=1.0)
+    p.add_argument('--second-order', action='store_true')
+    p.add_argument('--published-quirks', action='store_true',
+                   help="reproduce the published code's inner step scaled "
+                   'by 1/B and support-loss gradient leak')
+    p.add_argument('--ties', default='mean',
+                   choices=['mean', 'optimistic', 'pessimistic', 'expected'])
+    p.add_argument('--amp', action='store_true')
+    p.add_argument('--model-arg', action='append', default=[],
+                   metavar='KEY=VALUE', help='extra model argument')
+    p.add_argument('--output', default='runs/latest')
+    p.add_argument('--no-resume', action='store_true')
+    p.add_argument('--quiet', action='store_true')
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser('evaluate', help='re-evaluate a saved run')
+    p.add_argument('--checkpoint', required=True,
+                   help='run folder (uses best.pt) or checkpoint file')
+    data_args(p, None)
+    p.add_argument('--split', default='test', choices=['dev', 'test'])
+    p.add_argument('--shots', type=int, default=None)
+    p.add_argument('--ties', default='mean',
+                   choices=['mean', 'optimistic', 'pessimistic', 'expected'])
+    p.add_argument('--candidates', default='relation',
+                   choices=['relation', 'all'])
+    p.add_argument('--output', default=None, help='write metrics JSON here')
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser('pretrain', help='pretrain TransE vectors on the '
+                       'background graph')
+    data_args(p, DEFAULT_DATASET)
+    p.add_argument('--dim', type=int, default=100)
+    p.add_argument('--epochs', type=int, default=None)
+    p.set_defaults(func=cmd_pretrain)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

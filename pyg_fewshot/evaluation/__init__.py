@@ -1,0 +1,7 @@
+r"""Filtered ranking evaluation used by every model."""
+from .evaluator import chance_level, evaluate
+from .ranking import (TIE_POLICIES, count_rank_terms, rank_candidates,
+                      ranking_metrics, summarize)
+
+__all__ = ['evaluate', 'chance_level', 'count_rank_terms', 'ranking_metrics',
+           'rank_candidates', 'summarize', 'TIE_POLICIES']

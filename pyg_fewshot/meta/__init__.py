@@ -1,0 +1,7 @@
+r"""The bi-level meta-learning engine shared by every model."""
+from .checkpoint import load_checkpoint, save_checkpoint
+from .learner import MetaLearner, margin_loss
+from .trainer import MetaTrainer
+
+__all__ = ['MetaLearner', 'MetaTrainer', 'margin_loss', 'save_checkpoint',
+           'load_checkpoint']

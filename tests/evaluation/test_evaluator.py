@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from pyg_fewshot.data.hetero import task_triples
+from pyg_fewshot.evaluation import chance_level, evaluate
+from pyg_fewshot.models import FewShotModel, MetaR
+
+
+class ConstantModel(FewShotModel):
+    """Scores every (head, tail) pair the same."""
+    model_name = 'constant'
+
+    def __init__(self, num_entities, dim=4):
+        super().__init__()
+        self.emb = torch.nn.Parameter(torch.zeros(num_entities, dim))
+
+    def embed(self, index):
+        return self.emb[index]
+
+    def init_local(self, sup_h, sup_t):
+        return {'rel': sup_h.new_zeros(sup_h.size(0), sup_h.size(-1))}, \
+            sup_h.new_zeros(())
+
+    def project(self, h, t, local):
+        return h, t
+
+
+class OracleModel(ConstantModel):
+    """Puts each entity on a circle so that the planted offset relation
+    (tail = head + k mod N) is recovered from a single support pair."""
+    def __init__(self, num_entities):
+        super().__init__(num_entities, 2)
+        angle = torch.arange(num_entities) * 2 * torch.pi / num_entities
+        self.emb.data = torch.stack([angle.cos(), angle.sin()], 1)
+        self.n = num_entities
+
+    def init_local(self, sup_h, sup_t):
+        # Rotation angle of the relation from its first support pair.
+        h, t = sup_h[:, 0], sup_t[:, 0]
+        ang = torch.atan2(t[:, 1], t[:, 0]) - torch.atan2(h[:, 1], h[:, 0])
+        return {'rel': torch.stack([ang.cos(), ang.sin()], 1)}, \
+            sup_h.new_zeros(())
+
+    def project(self, h, t, local):
+        c, s = local['rel'][:, 0], local['rel'][:, 1]
+        shape = (h.size(0), ) + (1, ) * (h.dim() - 2)
+        c, s = c.view(shape), s.view(shape)
+        rot = torch.stack([c * h[..., 0] - s * h[..., 1],
+                           s * h[..., 0] + c * h[..., 1]], -1)
+        return rot, t
+
+
+@pytest.mark.parametrize('candidate_set', ['relation', 'all'])
+def test_constant_model_gets_exactly_chance(tiny_data, candidate_set):
+    model = ConstantModel(tiny_data['entity'].num_nodes)
+    res = evaluate(model, tiny_data, 'test', shots=2, ties_policy='expected',
+                   candidate_set=candidate_set)
+    chance = chance_level(tiny_data, 'test', 2, candidate_set)
+    for key in ('mrr', 'hits@1', 'hits@5', 'hits@10'):
+        assert res[key] == pytest.approx(chance[key], abs=1e-12)
+    assert res['num_queries'] == chance['num_queries']
+    # Filtered: each query competes with the non-true candidates only. All
+    # tails of a planted offset relation are distinct, so C' = N - 1 + 1.
+    n = tiny_data['entity'].num_nodes
+    h = torch.arange(1, n + 1, dtype=torch.double)
+    assert chance['mrr'] == pytest.approx(float((1 / h).sum() / n))
+    # The mean tie policy puts a constant model at the middle rank.
+    mean = evaluate(model, tiny_data, 'test', shots=2)
+    assert mean['mean_rank'] == pytest.approx((n + 1) / 2)
+
+
+def test_oracle_is_perfect_and_tables_add_up(tiny_data):
+    model = OracleModel(tiny_data['entity'].num_nodes)
+    from pyg_fewshot.meta import MetaLearner
+    res = evaluate(model, tiny_data, 'test', shots=1,
+                   learner=MetaLearner(model, inner_steps=0))
+    assert res['mrr'] == pytest.approx(1.0)
+    assert res['hits@1'] == pytest.approx(1.0)
+    sizes = [task_triples(tiny_data, int(r)).size(0) - 1
+             for r in tiny_data.test_rel]
+    assert res['num_queries'] == sum(sizes)
+    assert set(res['per_relation']) == {'test0', 'test1'}
+    assert [r['num_queries'] for r in res['per_relation'].values()] == sizes
+
+
+def test_filtering_removes_other_true_tails(tiny_data):
+    # Add a second true tail for the first query's (head, relation): with
+    # the optimistic policy the constant model's rank cannot count it.
+    model = ConstantModel(tiny_data['entity'].num_nodes)
+    a = evaluate(model, tiny_data, 'test', 1, ties_policy='pessimistic')
+    rel = int(tiny_data.test_rel[0])
+    h, t = task_triples(tiny_data, rel)[1].tolist()
+    from pyg_fewshot.data.hetero import triple_key
+    extra = triple_key(torch.tensor(rel), torch.tensor(h),
+                       torch.tensor((t + 1) % 40), 40)
+    tiny_data.true_keys = torch.unique(
+        torch.cat([tiny_data.true_keys, extra.view(1)]))
+    b = evaluate(model, tiny_data, 'test', 1, ties_policy='pessimistic')
+    assert b['mean_rank'] < a['mean_rank']
+
+
+def test_evaluation_is_deterministic_and_restores_mode(tiny_data):
+    torch.manual_seed(0)
+    model = MetaR(tiny_data['entity'].num_nodes, 8, hidden_channels=(16, ))
+    model.train()
+    a = evaluate(model, tiny_data, 'dev', shots=2)
+    b = evaluate(model, tiny_data, 'dev', shots=2)
+    assert a['mrr'] == b['mrr'] and model.training
+
+
+def test_too_many_shots_is_a_clear_error(tiny_data):
+    model = ConstantModel(tiny_data['entity'].num_nodes)
+    with pytest.raises(ValueError, match='need at least'):
+        evaluate(model, tiny_data, 'test', shots=50)

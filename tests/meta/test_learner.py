@@ -1,0 +1,136 @@
+import pytest
+import torch
+
+from pyg_fewshot.data.sampler import EpisodeSampler
+from pyg_fewshot.meta import MetaLearner
+from pyg_fewshot.models import MetaR
+
+
+def tiny_model(n=20, dim=4, seed=0):
+    torch.manual_seed(seed)
+    model = MetaR(n, dim, hidden_channels=(6, ), dropout=0.0,
+                  sparse=False).double()
+    return model
+
+
+def tiny_batch(n=20, B=3, K=2, dim=4, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, n, (B, K), generator=g) for _ in range(3)]
+
+
+def embed(model, *ids):
+    return [model.embed(i) for i in ids]
+
+
+def test_zero_inner_steps_is_no_adaptation():
+    model = tiny_model()
+    h, t, tn = embed(model, *tiny_batch())
+    local, _ = model.init_local(h, t)
+    learner = MetaLearner(model, inner_steps=0)
+    assert learner.adapt(local, h, t, tn) is local
+    one = MetaLearner(model, inner_steps=1).adapt(local, h, t, tn)
+    assert not torch.allclose(one['rel'], local['rel'])
+
+
+def test_inner_step_is_per_task_and_independent_of_batch_size():
+    model = tiny_model()
+    h, t, tn = embed(model, *tiny_batch(B=4))
+    local, _ = model.init_local(h, t)
+    learner = MetaLearner(model, inner_lr=0.7)
+    full = learner.adapt(local, h, t, tn)['rel']
+    for b in range(4):
+        one = learner.adapt({'rel': local['rel'][b:b + 1]}, h[b:b + 1],
+                            t[b:b + 1], tn[b:b + 1])['rel']
+        assert torch.allclose(full[b:b + 1], one)
+    # The published code averages over the batch: its step is beta / B.
+    quirk = MetaLearner(model, inner_lr=0.7, published_quirks=True)
+    scaled = quirk.adapt(local, h, t, tn)['rel']
+    assert torch.allclose((scaled - local['rel']) * 4,
+                          full - local['rel'])
+
+
+def _outer(model, learner, ids, frozen_grad=None):
+    """Query loss after adaptation, as a function of the model's params."""
+    sh, st, sn = embed(model, *ids[:3])
+    qh, qt, qn = embed(model, *ids[3:])
+    local, _ = model.init_local(sh, st)
+    if frozen_grad is None:
+        local = learner.adapt(local, sh, st, sn)
+    else:
+        local = {'rel': local['rel'] - learner.inner_lr * frozen_grad}
+    pos = model.score(qh, qt, local)
+    neg = model.score(qh, qn, local)
+    return torch.relu(learner.margin - pos + neg).mean()
+
+
+def _finite_difference(model, fn, eps=1e-6):
+    grads = []
+    for p in model.parameters():
+        g = torch.zeros_like(p)
+        flat, gflat = p.data.view(-1), g.view(-1)
+        for i in range(0, flat.numel(), max(1, flat.numel() // 7)):
+            old = flat[i].item()
+            flat[i] = old + eps
+            up = fn().item()
+            flat[i] = old - eps
+            down = fn().item()
+            flat[i] = old
+            gflat[i] = (up - down) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+def _support_grad(model, learner, ids):
+    sh, st, sn = embed(model, *ids[:3])
+    local, _ = model.init_local(sh, st)
+    rel = local['rel'].detach().requires_grad_()
+    loss = learner.support_loss({'rel': rel}, sh, st, sn)
+    return torch.autograd.grad(loss, rel)[0]
+
+
+@pytest.mark.parametrize('first_order', [True, False])
+def test_meta_gradient_matches_finite_differences(first_order):
+    model = tiny_model()
+    # Large margin keeps every hinge active, so the loss is smooth here.
+    learner = MetaLearner(model, inner_lr=0.3, margin=50.0,
+                          first_order=first_order)
+    ids = tiny_batch() + tiny_batch(seed=2)
+    loss = _outer(model, learner, ids)
+    analytic = torch.autograd.grad(loss, list(model.parameters()))
+    if first_order:
+        g0 = _support_grad(model, learner, ids).detach()
+        numeric = _finite_difference(
+            model, lambda: _outer(model, learner, ids, frozen_grad=g0))
+    else:
+        numeric = _finite_difference(model,
+                                     lambda: _outer(model, learner, ids))
+    for a, n in zip(analytic, numeric):
+        mask = n != 0
+        assert torch.allclose(a[mask], n[mask], atol=1e-6, rtol=1e-4)
+
+
+def test_second_order_differs_from_first_order():
+    model = tiny_model()
+    ids = tiny_batch() + tiny_batch(seed=2)
+    grads = []
+    for fo in (True, False):
+        learner = MetaLearner(model, inner_lr=0.3, margin=50.0,
+                              first_order=fo)
+        loss = _outer(model, learner, ids)
+        grads.append(torch.autograd.grad(loss, list(model.parameters())))
+    assert any(not torch.allclose(a, b) for a, b in zip(*grads))
+
+
+def test_published_quirks_leak_support_loss(tiny_data):
+    torch.manual_seed(0)
+    model = MetaR(tiny_data['entity'].num_nodes, 8, hidden_channels=(8, ),
+                  dropout=0.0)
+    ep = EpisodeSampler(tiny_data, 2, batch_size=8, seed=0).sample()
+    clean, _ = MetaLearner(model).loss(ep)
+    quirky, _ = MetaLearner(model, published_quirks=True).loss(ep)
+    assert quirky.item() > clean.item()  # + support loss, weaker adaptation
+
+
+def test_negative_inner_steps_rejected():
+    with pytest.raises(ValueError, match='inner_steps'):
+        MetaLearner(tiny_model(), inner_steps=-1)

@@ -1,0 +1,86 @@
+import os
+
+import pytest
+import torch
+
+from pyg_fewshot.data.sampler import EpisodeSampler
+from pyg_fewshot.meta import MetaLearner, MetaTrainer, load_checkpoint
+from pyg_fewshot.models import MetaR
+
+
+def make_trainer(data, out, max_steps, validate=None, **kw):
+    torch.manual_seed(0)
+    model = MetaR(data['entity'].num_nodes, 8, hidden_channels=(8, ))
+    sampler = EpisodeSampler(data, 2, batch_size=8, seed=0)
+    return MetaTrainer(MetaLearner(model), sampler, str(out),
+                       validate=validate or (lambda: 0.0),
+                       max_steps=max_steps, eval_every=2, progress=False,
+                       metadata={'model': 'metar'}, **kw)
+
+
+def test_resume_equals_uninterrupted_run(tiny_data, tmp_path):
+    full = make_trainer(tiny_data, tmp_path / 'full', 6)
+    full.fit()
+    part = make_trainer(tiny_data, tmp_path / 'part', 4)
+    part.fit()
+    resumed = make_trainer(tiny_data, tmp_path / 'part', 6)
+    summary = resumed.fit()
+    assert summary['steps'] == 6
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b)
+
+
+def test_early_stopping_and_best_checkpoint(tiny_data, tmp_path):
+    scores = iter([0.5, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1])
+    trainer = make_trainer(tiny_data, tmp_path, 100,
+                           validate=lambda: next(scores), patience=3)
+    summary = trainer.fit()
+    assert summary['stopped_early'] and summary['steps'] == 10
+    assert summary['best_step'] == 4 and summary['best_score'] == 0.7
+    best = load_checkpoint(os.path.join(tmp_path, 'best.pt'))
+    assert best['step'] == 4 and best['metadata'] == {'model': 'metar'}
+
+
+def test_checkpoint_write_is_atomic(tiny_data, tmp_path, monkeypatch):
+    trainer = make_trainer(tiny_data, tmp_path, 2)
+    trainer.fit()
+    before = load_checkpoint(os.path.join(tmp_path, 'last.pt'))
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, 'wb') as fh:
+            fh.write(b'partial')
+        raise OSError('disk full')
+
+    monkeypatch.setattr(torch, 'save', broken_save)
+    with pytest.raises(OSError, match='disk full'):
+        make_trainer(tiny_data, tmp_path, 4).fit()
+    monkeypatch.undo()
+    after = load_checkpoint(os.path.join(tmp_path, 'last.pt'))
+    assert after['step'] == before['step'] == 2
+    assert sorted(os.listdir(tmp_path)) == ['best.pt', 'last.pt']
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / 'last.pt'
+    path.write_bytes(b'not a checkpoint')
+    with pytest.raises(ValueError, match='Could not read checkpoint'):
+        load_checkpoint(str(path))
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(str(tmp_path / 'missing.pt'))
+
+
+def test_sparse_entity_table_only_updates_touched_rows(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path, 1)
+    state = trainer.sampler.state_dict()
+    ep = trainer.sampler.sample()
+    trainer.sampler.load_state_dict(state)
+    touched = torch.zeros(tiny_data['entity'].num_nodes, dtype=torch.bool)
+    for ids in (ep.support, ep.support_neg, ep.query, ep.query_neg):
+        touched[ids.reshape(-1)] = True
+    assert not touched.all()
+    before = trainer.model.entity.weight.detach().clone()
+    trainer.train_step()
+    changed = (trainer.model.entity.weight != before).any(1)
+    assert changed.any() and not (changed & ~touched).any()
+    assert any(isinstance(o, torch.optim.SparseAdam)
+               for o in trainer.optimizers)
