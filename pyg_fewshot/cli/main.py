@@ -15,7 +15,7 @@ import torch
 
 from .. import __version__
 from .._io import atomic_write_json
-from ..data import load_dataset
+from ..data import EpisodeSampler, load_dataset
 from ..evaluation import chance_level, evaluate
 from ..meta import MetaLearner, MetaTrainer, load_checkpoint
 from ..models import MODELS, build_model
@@ -48,8 +48,9 @@ def _load_data(args: argparse.Namespace, pretrain: bool, dim: int):
     dataset = load_dataset(args.dataset, root=args.data_root)
     data = dataset[0]
     if pretrain:
-        ent, _ = dataset.pretrained_embeddings(dim=dim)
+        ent, rel = dataset.pretrained_embeddings(dim=dim)
         data['entity'].emb = ent
+        data.relation_emb = rel
     return dataset, data
 
 
@@ -81,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
                           first_order=not args.second_order,
                           published_quirks=args.published_quirks)
     learner = MetaLearner(model, **learner_kwargs)
-    from ..data import EpisodeSampler
+
     sampler = EpisodeSampler(data, args.shots, args.num_queries,
                              args.batch_size, 'train', seed=args.seed)
 
@@ -127,20 +128,8 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
-    path = args.checkpoint
-    if os.path.isdir(path):
-        path = os.path.join(path, 'best.pt')
-    state = load_checkpoint(path)
-    meta = state['metadata']
-    args.dataset = args.dataset or meta['dataset']
+    model, data, meta = _load_run(args)
     shots = args.shots or meta['shots']
-    device = _device(args.device)
-    model_kwargs = dict(meta['model_kwargs'])
-    _, data = _load_data(args, False, model_kwargs.get('embedding_dim', 100))
-    model = build_model(meta['model'], data, pretrained=False,
-                        **model_kwargs)
-    model.load_state_dict(state['model_state'])
-    model.to(device)
     learner = MetaLearner(model, **meta['learner'])
     res = evaluate(model, data, args.split, shots, learner,
                    ties_policy=args.ties, candidate_set=args.candidates,
@@ -149,6 +138,48 @@ def cmd_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     if args.output:
         atomic_write_json(_metrics_view(res), args.output)
     return res
+
+
+def _load_run(args: argparse.Namespace):
+    """Rebuilds the model of a saved run (its best checkpoint)."""
+    path = args.checkpoint
+    if os.path.isdir(path):
+        path = os.path.join(path, 'best.pt')
+    state = load_checkpoint(path)
+    meta = state['metadata']
+    args.dataset = args.dataset or meta['dataset']
+    model_kwargs = dict(meta['model_kwargs'])
+    _, data = _load_data(args, False, model_kwargs.get('embedding_dim', 100))
+    model = build_model(meta['model'], data, pretrained=False,
+                        **model_kwargs)
+    model.load_state_dict(state['model_state'])
+    return model.to(_device(args.device)), data, meta
+
+
+def cmd_experts(args: argparse.Namespace) -> Dict[str, Any]:
+    from ..evaluation.experts import (expert_activations,
+                                      plot_activation_heatmap)
+    model, data, meta = _load_run(args)
+    analysis = expert_activations(model, data, splits=args.splits,
+                                  shots=args.shots)
+    stats = analysis['statistics']
+    out_dir = args.output or (args.checkpoint if os.path.isdir(
+        args.checkpoint) else os.path.dirname(args.checkpoint))
+    report = {
+        'relations': analysis['relations'], 'splits': analysis['splits'],
+        'activation': analysis['activation'].tolist(),
+        'load': analysis['load'].tolist(), 'statistics': stats}
+    atomic_write_json(report, os.path.join(out_dir, 'experts.json'))
+    print(f"expert load: normalised entropy {stats['normalized_entropy']:.3f}"
+          f" ({stats['experts_used']}/{stats['num_experts']} experts used, "
+          f"largest share {stats['max_share']:.3f}); collapsed: "
+          f"{stats['collapsed']}")
+    if not args.no_plot:
+        png = os.path.join(out_dir, 'experts.png')
+        plot_activation_heatmap(analysis, png, title=(
+            f"{meta['model']} on {meta['dataset']}, {meta['shots']}-shot"))
+        print(f'heatmap written to {png}')
+    return report
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -224,6 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=['relation', 'all'])
     p.add_argument('--output', default=None, help='write metrics JSON here')
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser('experts', help='relation x expert activation '
+                       'heatmap and expert-load statistics of a MoEMeta run')
+    p.add_argument('--checkpoint', required=True)
+    data_args(p, None)
+    p.add_argument('--splits', nargs='+', default=['train', 'dev', 'test'],
+                   choices=['train', 'dev', 'test'])
+    p.add_argument('--shots', type=int, default=None,
+                   help='route only the first K triples of each relation '
+                   '(default: all)')
+    p.add_argument('--output', default=None,
+                   help='folder for experts.json / experts.png (default: '
+                   'the run folder)')
+    p.add_argument('--no-plot', action='store_true')
+    p.set_defaults(func=cmd_experts)
 
     p = sub.add_parser('pretrain', help='pretrain TransE vectors on the '
                        'background graph')

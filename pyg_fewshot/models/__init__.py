@@ -5,8 +5,9 @@ from torch_geometric.data import HeteroData
 
 from .base import FewShotModel
 from .metar import MetaR
+from .moemeta import MoEMeta
 
-MODELS: Dict[str, Type[FewShotModel]] = {'metar': MetaR}
+MODELS: Dict[str, Type[FewShotModel]] = {'metar': MetaR, 'moemeta': MoEMeta}
 
 
 def build_model(name: str, data: HeteroData, **kwargs: Any) -> FewShotModel:
@@ -19,4 +20,4 @@ def build_model(name: str, data: HeteroData, **kwargs: Any) -> FewShotModel:
     return MODELS[key].from_data(data, **kwargs)
 
 
-__all__ = ['FewShotModel', 'MetaR', 'MODELS', 'build_model']
+__all__ = ['FewShotModel', 'MetaR', 'MoEMeta', 'MODELS', 'build_model']

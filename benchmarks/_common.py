@@ -1,0 +1,52 @@
+"""Shared helpers of the benchmark scripts (not part of the library)."""
+import os
+import platform
+import statistics
+import time
+from typing import Callable, List, Optional
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shared_dataset(name: str, override: Optional[str] = None) -> str:
+    """Folder of a benchmark copy: ``override``, else
+    ``$PYG_FEWSHOT_SHARED_DATA/<name>``, else ``../shared/data/<name>``."""
+    if override:
+        path = override
+    else:
+        base = os.environ.get('PYG_FEWSHOT_SHARED_DATA',
+                              os.path.join(REPO, '..', 'shared', 'data'))
+        path = os.path.join(base, name)
+    if not os.path.isdir(path):
+        raise SystemExit(
+            f"skipped: dataset folder '{path}' not found. Pass --data PATH or "
+            f'set PYG_FEWSHOT_SHARED_DATA to the folder holding {name}/')
+    return os.path.abspath(path)
+
+
+def machine() -> str:
+    return (f'{platform.processor() or platform.machine()}, '
+            f'{torch.get_num_threads()} threads, torch {torch.__version__}, '
+            f"{time.strftime('%Y-%m-%d')}")
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5,
+                warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times: List[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def write_output(text: str, path: Optional[str]) -> None:
+    print(text)
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, 'w') as f:
+            f.write(text + '\n')

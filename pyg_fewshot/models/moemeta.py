@@ -1,0 +1,240 @@
+r"""MoEMeta: mixture-of-experts meta learning for few-shot relational
+learning."""
+from typing import Any, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+from torch_geometric.nn import MLP
+
+from ..nn import (AttentiveNeighborAggregator, ProjectionAdapter,
+                  SparseMoERelationMeta)
+from ..nn._dispatch import csr_gather
+from .base import FewShotModel, Local, expand_task, init_entity_embedding
+
+
+class MoEMeta(FewShotModel):
+    r"""MoEMeta from the `"MoEMeta: Mixture-of-Experts Meta Learning for
+    Few-Shot Relational Learning" <https://arxiv.org/abs/2510.23013>`_ paper
+    (NeurIPS 2025).
+
+    Entities are enriched with their one-hop background neighbourhood by an
+    :class:`~pyg_fewshot.nn.AttentiveNeighborAggregator`; a
+    :class:`~pyg_fewshot.nn.SparseMoERelationMeta` maps each support pair
+    :math:`[\mathbf{h}_i ; \mathbf{t}_i]` to a gate-weighted sum of its top
+    :math:`N` of :math:`M` experts and averages over the :math:`K` pairs into
+    the relation meta :math:`R`; a
+    :class:`~pyg_fewshot.nn.ProjectionAdapter` shifts heads and tails by
+    task-specific projection vectors; and a triple scores
+    :math:`-\lVert \mathbf{h}' + R' - \mathbf{t}' \rVert_2`.
+
+    Global parameters (entity and relation tables, aggregator, experts, gate,
+    the projection vectors' initialisation) are learned in the outer loop.
+    Local parameters, the relation meta ``'rel'`` and the projection vectors
+    ``'p_h'``, ``'p_r'``, ``'p_t'``, are adapted per task in the inner loop of
+    :class:`~pyg_fewshot.meta.MetaLearner`.
+
+    The paper's ablations are flags: ``aggregate=False`` (no neighbour
+    aggregation), ``moe=False`` (an MLP relation meta like MetaR's) and
+    ``local_adaptation=False`` (no projection vectors and no inner loop).
+
+    Args:
+        num_entities (int): Number of entities.
+        num_relations (int): Number of background relations ``R`` (the
+            aggregator also embeds their ``R`` inverses).
+        embedding_dim (int, optional): Embedding size :math:`d`.
+            (default: :obj:`100`)
+        num_experts (int, optional): Experts :math:`M`. (default: :obj:`32`)
+        top_k (int, optional): Experts per pair :math:`N`.
+            (default: :obj:`5`)
+        expert_hidden (int, optional): Hidden size of experts and gate.
+            (default: :obj:`64`)
+        renormalize (bool, optional): Renormalise the top-:math:`N` gate
+            weights. (default: :obj:`False`, as the published code)
+        scale_by_k (bool, optional): The paper's :math:`1/N` factor.
+            (default: :obj:`False`, as the published code)
+        load_balance (float, optional): Weight of the load-balancing loss.
+            (default: :obj:`0.0`)
+        noisy_gating (bool, optional): Noisy top-k gating in training.
+            (default: :obj:`False`)
+        aggregate (bool, optional): Use neighbour aggregation.
+            (default: :obj:`True`)
+        max_neighbors (int, optional): Neighbour cap (sampled in training,
+            the first ones at evaluation). (default: :obj:`50`)
+        moe (bool, optional): Mixture of experts (else an MLP).
+            (default: :obj:`True`)
+        mlp_hidden (Sequence[int], optional): Hidden sizes of the MLP
+            relation meta when ``moe=False``. (default: :obj:`(500, 200)`)
+        local_adaptation (bool, optional): Use projection vectors adapted in
+            the inner loop. (default: :obj:`True`)
+        projection (str, optional): ``'transd'`` or ``'paper'``, see
+            :class:`~pyg_fewshot.nn.ProjectionAdapter`.
+            (default: :obj:`'transd'`)
+        projection_init (str, optional): ``'learned'`` or ``'random'``
+            (published code). (default: :obj:`'learned'`)
+        dropout (float, optional): Dropout in the aggregator.
+            (default: :obj:`0.0`)
+        pretrained (torch.Tensor, optional): ``[N, d]`` entity vectors.
+        pretrained_relations (torch.Tensor, optional): ``[R, d]`` background
+            relation vectors (inverses start from their negation).
+        graph (tuple, optional): ``(nbr_ptr, nbr_ent, nbr_rel)`` CSR of the
+            background graph with inverse edges (see
+            :func:`~pyg_fewshot.data.build_fewshot_data`); required when
+            ``aggregate``.
+        sparse (bool, optional): Sparse gradients for the entity table.
+            (default: :obj:`True`)
+
+    Shapes:
+        - **embed:** ``[*]`` entity ids → ``[*, d]``
+        - **init_local:** ``[B, K, d]`` heads and tails → ``{'rel': [B, d],
+          'p_h': [B, d], 'p_r': [B, d], 'p_t': [B, d]}``
+        - **score:** ``[B, *, d]`` heads and tails → ``[B, *]``
+    """
+    model_name = 'moemeta'
+
+    def __init__(self, num_entities: int, num_relations: int,
+                 embedding_dim: int = 100, num_experts: int = 32,
+                 top_k: int = 5, expert_hidden: int = 64,
+                 renormalize: bool = False, scale_by_k: bool = False,
+                 load_balance: float = 0.0, noisy_gating: bool = False,
+                 aggregate: bool = True, max_neighbors: Optional[int] = 50,
+                 moe: bool = True, mlp_hidden: Sequence[int] = (500, 200),
+                 local_adaptation: bool = True, projection: str = 'transd',
+                 projection_init: str = 'learned', dropout: float = 0.0,
+                 pretrained: Optional[Tensor] = None,
+                 pretrained_relations: Optional[Tensor] = None,
+                 graph: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
+                 sparse: bool = True) -> None:
+        super().__init__()
+        self.config = dict(
+            num_entities=num_entities, num_relations=num_relations,
+            embedding_dim=embedding_dim, num_experts=num_experts,
+            top_k=top_k, expert_hidden=expert_hidden,
+            renormalize=renormalize, scale_by_k=scale_by_k,
+            load_balance=load_balance, noisy_gating=noisy_gating,
+            aggregate=aggregate, max_neighbors=max_neighbors, moe=moe,
+            mlp_hidden=list(mlp_hidden), local_adaptation=local_adaptation,
+            projection=projection, projection_init=projection_init,
+            dropout=dropout, sparse=sparse)
+        d = embedding_dim
+        self.entity = torch.nn.Embedding(num_entities, d, sparse=sparse)
+        self.aggregator: Optional[AttentiveNeighborAggregator] = None
+        if aggregate:
+            if graph is None:
+                raise ValueError("MoEMeta(aggregate=True) needs 'graph', the "
+                                 '(nbr_ptr, nbr_ent, nbr_rel) CSR of the '
+                                 'background graph')
+            self.relation = torch.nn.Embedding(2 * num_relations, d)
+            self.aggregator = AttentiveNeighborAggregator(
+                d, dropout=dropout, max_neighbors=max_neighbors)
+            ptr, ent, rel = graph
+            # Not persistent: the graph comes from the data, not checkpoints.
+            self.register_buffer('nbr_ptr', ptr, persistent=False)
+            self.register_buffer('nbr_ent', ent, persistent=False)
+            self.register_buffer('nbr_rel', rel, persistent=False)
+        self.moe: Optional[SparseMoERelationMeta] = None
+        self.mlp: Optional[MLP] = None
+        if moe:
+            self.moe = SparseMoERelationMeta(
+                2 * d, d, num_experts=num_experts, top_k=top_k,
+                hidden_channels=expert_hidden, renormalize=renormalize,
+                scale_by_k=scale_by_k, noisy_gating=noisy_gating,
+                load_balance=load_balance,
+                gate_hidden_channels=expert_hidden)
+        else:
+            self.mlp = MLP([2 * d, *mlp_hidden, d], act='leaky_relu',
+                           dropout=0.5, norm=None)
+        self.projection: Optional[ProjectionAdapter] = None
+        if local_adaptation:
+            self.projection = ProjectionAdapter(d, mode=projection,
+                                                init=projection_init)
+            self.adapt_keys = ('rel', 'p_h', 'p_r', 'p_t')
+        else:
+            self.adapt_keys = ()
+        self._pretrained = pretrained
+        self._pretrained_relations = pretrained_relations
+        self.last_routing = None
+        self.reset_parameters()
+
+    @classmethod
+    def from_data(cls, data: HeteroData, pretrained: bool = True,
+                  **kwargs: Any) -> 'MoEMeta':
+        r"""Builds the model for a graph from
+        :func:`~pyg_fewshot.data.build_fewshot_data` (its background CSR and,
+        when ``pretrained``, its ``data['entity'].emb`` and
+        ``data.relation_emb`` vectors)."""
+        emb = data['entity'].get('emb') if pretrained else None
+        rel_emb = data.get('relation_emb') if pretrained else None
+        if emb is not None:
+            kwargs.setdefault('embedding_dim', emb.size(1))
+        model = cls(data['entity'].num_nodes, len(data.relation_names),
+                    pretrained=emb, pretrained_relations=rel_emb,
+                    graph=(data.nbr_ptr, data.nbr_ent, data.nbr_rel),
+                    **kwargs)
+        model.config['pretrained'] = emb is not None
+        return model
+
+    def reset_parameters(self) -> None:
+        init_entity_embedding(self.entity, self._pretrained)
+        if self.aggregator is not None:
+            self.aggregator.reset_parameters()
+            with torch.no_grad():
+                rel = self._pretrained_relations
+                if rel is None:
+                    torch.nn.init.xavier_uniform_(self.relation.weight)
+                else:
+                    self.relation.weight.copy_(torch.cat([rel, -rel]))
+        for module in (self.moe, self.mlp, self.projection):
+            if module is not None:
+                module.reset_parameters()
+
+    def sparse_parameters(self) -> Tuple[torch.nn.Parameter, ...]:
+        return (self.entity.weight, ) if self.entity.sparse else ()
+
+    def embed(self, index: Tensor) -> Tensor:
+        if self.aggregator is None:
+            return self.entity(index)
+        centers, inverse = torch.unique(index.reshape(-1),
+                                        return_inverse=True)
+        pos, batch = csr_gather(self.nbr_ptr, centers,
+                                self.aggregator.max_neighbors,
+                                sample=self.training)
+        nbr_ent = self.nbr_ent[pos]
+        # Look up every needed row once through the (sparse) embedding, so
+        # a step touches only these rows of the entity table.
+        ids, row = torch.unique(torch.cat([centers, nbr_ent]),
+                                return_inverse=True)
+        table = self.entity(ids)
+        C = centers.numel()
+        out = self.aggregator.forward_edges(
+            table[row[:C]], self.relation.weight, table, batch, num_nodes=C,
+            rel_index=self.nbr_rel[pos], ent_index=row[C:])
+        return out[inverse].view(*index.shape, -1)
+
+    def init_local(self, sup_h: Tensor,
+                   sup_t: Tensor) -> Tuple[Local, Tensor]:
+        B, K = sup_h.size(0), sup_h.size(1)
+        x = torch.cat([sup_h, sup_t], dim=-1).flatten(0, 1)
+        if self.moe is not None:
+            batch = torch.arange(B, device=x.device).repeat_interleave(K)
+            rel, routing = self.moe(x, batch, num_tasks=B,
+                                    return_routing=True)
+            self.last_routing = routing
+            aux = routing.aux_loss
+        else:
+            rel = self.mlp(x).view(B, K, -1).mean(dim=1)
+            aux = rel.new_zeros(())
+        local = {'rel': rel}
+        if self.projection is not None:
+            local.update(self.projection.init_local(B, device=rel.device,
+                                                    dtype=rel.dtype))
+        return local, aux
+
+    def project(self, h: Tensor, t: Tensor,
+                local: Local) -> Tuple[Tensor, Tensor]:
+        rel = local['rel']
+        if self.projection is not None:
+            # Heads and tails may differ in their middle dims (queries vs
+            # candidates); the adapter broadcasts per-task vectors to each.
+            h, t, rel = self.projection(h, t, rel, local)
+        return h + expand_task(rel, h), t

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from pyg_fewshot.data import EpisodeSampler
+from pyg_fewshot.evaluation import evaluate
+from pyg_fewshot.meta import MetaLearner
+from pyg_fewshot.models import MoEMeta, build_model
+
+
+def small(data, **kw):
+    torch.manual_seed(0)
+    kw.setdefault('embedding_dim', 8)
+    return build_model('moemeta', data, num_experts=4, top_k=2,
+                       expert_hidden=8, **kw)
+
+
+def test_local_parameters_and_shapes(tiny_data):
+    model = small(tiny_data)
+    ids = torch.randint(0, 40, (3, 2))
+    h, t = model.embed(ids), model.embed(ids.flip(0))
+    assert h.shape == (3, 2, 8)
+    local, aux = model.init_local(h, t)
+    assert set(local) == {'rel', 'p_h', 'p_r', 'p_t'}
+    assert all(v.shape == (3, 8) for v in local.values())
+    assert model.score(h, t, local).shape == (3, 2)
+    assert model.last_routing.experts.shape == (6, 2)
+
+
+def test_isolated_entity_falls_back_to_its_embedding(tiny_data):
+    model = small(tiny_data)
+    deg = tiny_data.nbr_ptr[1:] - tiny_data.nbr_ptr[:-1]
+    lonely = (deg == 0).nonzero().view(-1)
+    if lonely.numel() == 0:
+        pytest.skip('every entity has neighbours in this fixture')
+    model.eval()
+    out = model.embed(lonely)
+    assert torch.allclose(out, model.entity.weight[lonely])
+
+
+def test_embedding_gradient_is_sparse_and_touches_neighbourhood_only(
+        tiny_data):
+    model = small(tiny_data)
+    idx = torch.tensor([0, 1])
+    model.embed(idx).sum().backward()
+    grad = model.entity.weight.grad
+    assert grad.is_sparse
+    rows = set(grad.coalesce().indices()[0].tolist())
+    ptr = tiny_data.nbr_ptr
+    allowed = {0, 1} | set(tiny_data.nbr_ent[ptr[0]:ptr[2]].tolist())
+    assert rows <= allowed
+
+
+@pytest.mark.parametrize('flags', [
+    dict(aggregate=False), dict(moe=False, mlp_hidden=(8, )),
+    dict(local_adaptation=False), dict(projection='paper'),
+    dict(projection_init='random'),
+])
+def test_ablation_flags_train_and_evaluate(tiny_data, flags):
+    model = small(tiny_data, **flags)
+    learner = MetaLearner(model)
+    ep = EpisodeSampler(tiny_data, 2, batch_size=8, seed=0).sample()
+    loss, _ = learner.loss(ep)
+    loss.backward()
+    res = evaluate(model, tiny_data, 'test', 2, learner)
+    assert 0 < res['mrr'] <= 1
+    if flags.get('local_adaptation') is False:
+        assert model.adapt_keys == ()
+        assert model.projection is None
+
+
+def test_zero_inner_steps_equals_no_adaptation(tiny_data):
+    model = small(tiny_data)
+    model.eval()
+    ids = torch.randint(0, 40, (2, 3))
+    h, t, n = (model.embed(ids), model.embed(ids.roll(1, 0)),
+               model.embed(ids.roll(1, 1)))
+    local, _ = model.init_local(h, t)
+    adapted = MetaLearner(model, inner_steps=0).adapt(local, h, t, n)
+    assert torch.equal(model.score(h, t, adapted), model.score(h, t, local))
+
+
+def test_aggregate_requires_graph():
+    with pytest.raises(ValueError, match='needs .graph.'):
+        MoEMeta(10, 2)
