@@ -50,3 +50,24 @@ def write_output(text: str, path: Optional[str]) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, 'w') as f:
             f.write(text + '\n')
+
+
+def run_train(args: List[str]) -> dict:
+    """Runs ``pyg-fewshot train ARGS`` in this process and returns its
+    results.json, reusing a finished run folder (so an interrupted grid
+    resumes where it stopped)."""
+    import json
+
+    from pyg_fewshot.cli.main import build_parser
+    parsed = build_parser().parse_args(['train'] + args)
+    path = os.path.join(parsed.output, 'results.json')
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return parsed.func(parsed)
+
+
+def mean_std(values: List[float]) -> str:
+    if len(values) == 1:
+        return f'{values[0]:.3f}'
+    return f'{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}'

@@ -185,8 +185,8 @@ def cmd_experts(args: argparse.Namespace) -> Dict[str, Any]:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     dataset = load_dataset(args.dataset, root=args.data_root)
     t0 = time.perf_counter()
-    ent, rel = dataset.pretrained_embeddings(dim=args.dim,
-                                             epochs=args.epochs)
+    kwargs = {} if args.epochs is None else {'epochs': args.epochs}
+    ent, rel = dataset.pretrained_embeddings(dim=args.dim, **kwargs)
     print(f'TransE vectors: entities {tuple(ent.shape)}, relations '
           f'{tuple(rel.shape)} ({time.perf_counter() - t0:.1f} s, cached in '
           f'{dataset.processed_dir})')

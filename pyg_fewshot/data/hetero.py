@@ -150,9 +150,13 @@ def build_fewshot_data(
     data.bg_edge_index = bg[:, [0, 2]].t().contiguous()
     data.bg_edge_type = bg[:, 1].contiguous()
     rel_ptr, rel_perm = _csr(data.bg_edge_type, R)
+    # One gather, then views per relation (a per-relation fancy index is
+    # slow with hundreds of relations).
+    by_rel = data.bg_edge_index.index_select(1, rel_perm)
+    bounds = rel_ptr.tolist()
     for r, name in enumerate(relation_names):
-        idx = rel_perm[rel_ptr[r]:rel_ptr[r + 1]]
-        data[ENTITY, name, ENTITY].edge_index = data.bg_edge_index[:, idx]
+        data[ENTITY, name, ENTITY].edge_index = by_rel[:, bounds[r]:bounds[r +
+                                                                          1]]
 
     # CSR with inverse edges for neighbour aggregation.
     center = torch.cat([bg[:, 0], bg[:, 2]])

@@ -1,0 +1,63 @@
+r"""Data layer: the few-shot KG schema, readers and generators.
+
+Import-light: :mod:`networkx` is imported only when
+:func:`from_networkx` / :func:`to_networkx` are called.
+"""
+from .hetero import (
+    SPLITS,
+    build_fewshot_data,
+    candidates,
+    is_true_triple,
+    split_relations,
+    summary,
+    task_triples,
+    triple_key,
+)
+from .io import (
+    FewShotDataError,
+    MissingRawFilesError,
+    check_shots,
+    read_fewshot_folder,
+    validate,
+)
+from .dataset import FewShotKGDataset, load_dataset
+from .sampler import EpisodeSampler
+from .synthetic import SyntheticFewShotDataset, make_synthetic
+from .networkx import from_networkx, to_networkx
+from .pretrain import load_or_pretrain, pretrain_transe
+from .stats import graph_statistics, relation_categories
+
+__all__ = [
+    # hetero.py (the schema)
+    'SPLITS',
+    'build_fewshot_data',
+    'triple_key',
+    'is_true_triple',
+    'split_relations',
+    'task_triples',
+    'candidates',
+    'summary',
+    # io.py
+    'FewShotDataError',
+    'MissingRawFilesError',
+    'read_fewshot_folder',
+    'validate',
+    'check_shots',
+    # dataset.py
+    'FewShotKGDataset',
+    'load_dataset',
+    # sampler.py
+    'EpisodeSampler',
+    # synthetic.py
+    'make_synthetic',
+    'SyntheticFewShotDataset',
+    # networkx.py
+    'from_networkx',
+    'to_networkx',
+    # pretrain.py
+    'pretrain_transe',
+    'load_or_pretrain',
+    # stats.py
+    'relation_categories',
+    'graph_statistics',
+]
