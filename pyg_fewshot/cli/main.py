@@ -49,9 +49,26 @@ def _load_data(args: argparse.Namespace, pretrain: bool, dim: int):
     data = dataset[0]
     if pretrain:
         ent, rel = dataset.pretrained_embeddings(dim=dim)
-        data['entity'].emb = ent
-        data.relation_emb = rel
+        # One global scale to a mean L2 row norm of 1 keeps TransE's
+        # geometry (h + r = t) exactly, and puts the vectors on the scale the
+        # margin (1) and learning rate (1e-3) of the meta-learners assume.
+        scale = 1.0 / ent.norm(dim=1).mean().clamp(min=1e-12)
+        data['entity'].emb = ent * scale
+        data.relation_emb = rel * scale
     return dataset, data
+
+
+def _attach_modalities(dataset, data, text: bool,
+                       text_model: Optional[str],
+                       modality_dir: Optional[str]) -> None:
+    """Adds modality features (FusionAdapter): .npy matrices from a folder
+    and/or the text modality encoded from entity names (cached)."""
+    if modality_dir:
+        from ..data import attach_modalities
+        attach_modalities(data, modality_dir)
+    if text and 'x_text' not in data['entity']:
+        from ..data import text_features
+        text_features(data, dataset.processed_dir, model=text_model)
 
 
 def _metrics_view(res: Dict[str, Any]) -> Dict[str, Any]:
@@ -76,6 +93,14 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
         model_kwargs['embedding_dim'] = args.dim
     dim = model_kwargs.get('embedding_dim', 100)
     dataset, data = _load_data(args, args.pretrain, dim)
+    is_fusion = args.model == 'fusionadapter'
+    text = is_fusion if args.text is None else args.text
+    _attach_modalities(dataset, data, text, args.text_model,
+                       args.modality_dir)
+    if is_fusion:
+        for key in ('backbone', 'tta_steps', 'tta_lr'):
+            if getattr(args, key) is not None:
+                model_kwargs[key] = getattr(args, key)
     model = build_model(args.model, data, **model_kwargs).to(device)
     learner_kwargs = dict(inner_steps=args.inner_steps,
                           inner_lr=args.inner_lr, margin=args.margin,
@@ -93,7 +118,9 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
     metadata = dict(model=model.model_name, model_kwargs=model_kwargs,
                     learner=learner_kwargs, dataset=args.dataset,
                     shots=args.shots, seed=args.seed,
-                    pretrain=args.pretrain, version=__version__)
+                    pretrain=args.pretrain, text=text,
+                    text_model=args.text_model,
+                    modality_dir=args.modality_dir, version=__version__)
     trainer = MetaTrainer(learner, sampler, args.output, validate=validate,
                           lr=args.lr, max_steps=args.max_steps,
                           eval_every=args.eval_every, patience=args.patience,
@@ -131,6 +158,8 @@ def cmd_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     model, data, meta = _load_run(args)
     shots = args.shots or meta['shots']
     learner = MetaLearner(model, **meta['learner'])
+    if hasattr(model, 'tta_learner'):
+        model.tta_learner = learner
     res = evaluate(model, data, args.split, shots, learner,
                    ties_policy=args.ties, candidate_set=args.candidates,
                    seed=meta.get('seed', 0))
@@ -149,7 +178,10 @@ def _load_run(args: argparse.Namespace):
     meta = state['metadata']
     args.dataset = args.dataset or meta['dataset']
     model_kwargs = dict(meta['model_kwargs'])
-    _, data = _load_data(args, False, model_kwargs.get('embedding_dim', 100))
+    dataset, data = _load_data(args, False,
+                               model_kwargs.get('embedding_dim', 100))
+    _attach_modalities(dataset, data, meta.get('text', False),
+                       meta.get('text_model'), meta.get('modality_dir'))
     model = build_model(meta['model'], data, pretrained=False,
                         **model_kwargs)
     model.load_state_dict(state['model_state'])
@@ -238,6 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--amp', action='store_true')
     p.add_argument('--model-arg', action='append', default=[],
                    metavar='KEY=VALUE', help='extra model argument')
+    g = p.add_argument_group('FusionAdapter / modalities')
+    g.add_argument('--text', dest='text', action='store_true', default=None,
+                   help='encode entity names as a text modality (default: '
+                   'on for fusionadapter); needs pyg_fewshot[text]')
+    g.add_argument('--no-text', dest='text', action='store_false')
+    g.add_argument('--text-model', default=None,
+                   help='sentence-transformers model folder (default: the '
+                   'offline all-MiniLM-L6-v2 package)')
+    g.add_argument('--modality-dir', default=None,
+                   help='folder with <name>_features.npy matrices')
+    g.add_argument('--backbone', default=None, choices=['metar', 'moemeta'])
+    g.add_argument('--tta-steps', type=int, default=None,
+                   help='adapter-only tuning steps per test relation')
+    g.add_argument('--tta-lr', type=float, default=None)
     p.add_argument('--output', default='runs/latest')
     p.add_argument('--no-resume', action='store_true')
     p.add_argument('--quiet', action='store_true')

@@ -21,13 +21,30 @@ from .io import (
     validate,
 )
 from .dataset import FewShotKGDataset, load_dataset
-from .sampler import EpisodeSampler
+from .sampler import (Episode, EpisodeSampler, sample_negative_tails,
+                      sample_without_replacement)
 from .synthetic import SyntheticFewShotDataset, make_synthetic
 from .networkx import from_networkx, to_networkx
 from .pretrain import load_or_pretrain, pretrain_transe
 from .stats import graph_statistics, relation_categories
+from .modalities import (ModalityError, attach_modalities,
+                         mask_random_entities, modality_features,
+                         modality_names, remove_modality, set_modality)
+from .text import encode_text, entity_text, text_features, text_model_path
 
 __all__ = [
+    # modalities.py, text.py
+    'ModalityError',
+    'attach_modalities',
+    'mask_random_entities',
+    'modality_features',
+    'modality_names',
+    'remove_modality',
+    'set_modality',
+    'encode_text',
+    'entity_text',
+    'text_features',
+    'text_model_path',
     # hetero.py (the schema)
     'SPLITS',
     'build_fewshot_data',
@@ -48,6 +65,9 @@ __all__ = [
     'load_dataset',
     # sampler.py
     'EpisodeSampler',
+    'Episode',
+    'sample_negative_tails',
+    'sample_without_replacement',
     # synthetic.py
     'make_synthetic',
     'SyntheticFewShotDataset',

@@ -6,8 +6,13 @@ from torch_geometric.data import HeteroData
 from .base import FewShotModel
 from .metar import MetaR
 from .moemeta import MoEMeta
+from .fusion_adapter import FusionAdapter
 
-MODELS: Dict[str, Type[FewShotModel]] = {'metar': MetaR, 'moemeta': MoEMeta}
+MODELS: Dict[str, Type[FewShotModel]] = {
+    'metar': MetaR,
+    'moemeta': MoEMeta,
+    'fusionadapter': FusionAdapter,
+}
 
 
 def build_model(name: str, data: HeteroData, **kwargs: Any) -> FewShotModel:
@@ -20,4 +25,4 @@ def build_model(name: str, data: HeteroData, **kwargs: Any) -> FewShotModel:
     return MODELS[key].from_data(data, **kwargs)
 
 
-__all__ = ['FewShotModel', 'MetaR', 'MoEMeta', 'MODELS', 'build_model']
+__all__ = ['FewShotModel', 'MetaR', 'MoEMeta', 'FusionAdapter', 'MODELS', 'build_model']
