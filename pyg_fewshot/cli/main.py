@@ -102,8 +102,10 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
             if getattr(args, key) is not None:
                 model_kwargs[key] = getattr(args, key)
     model = build_model(args.model, data, **model_kwargs).to(device)
+    inner_lr = (model.default_inner_lr if args.inner_lr is None else
+                args.inner_lr)
     learner_kwargs = dict(inner_steps=args.inner_steps,
-                          inner_lr=args.inner_lr, margin=args.margin,
+                          inner_lr=inner_lr, margin=args.margin,
                           first_order=not args.second_order,
                           published_quirks=args.published_quirks)
     learner = MetaLearner(model, **learner_kwargs)
@@ -245,10 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(p, DEFAULT_DATASET)
     p.add_argument('--shots', type=int, default=1)
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--max-steps', type=int, default=3000)
+    p.add_argument('--max-steps', type=int, default=1000)
     p.add_argument('--batch-size', type=int, default=1024)
     p.add_argument('--num-queries', type=int, default=3)
-    p.add_argument('--eval-every', type=int, default=250)
+    p.add_argument('--eval-every', type=int, default=200)
     p.add_argument('--patience', type=int, default=30)
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--grad-clip', type=float, default=None)
@@ -259,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='start from TransE vectors pretrained on the '
                    'background graph (computed once, then cached)')
     p.add_argument('--inner-steps', type=int, default=1)
-    p.add_argument('--inner-lr', type=float, default=5.0)
+    p.add_argument('--inner-lr', type=float, default=None,
+                   help='inner step size beta (default: the model\'s, 5.0 '
+                   'for MetaR and FusionAdapter, 0.05 for MoEMeta)')
     p.add_argument('--margin', type=float, default=1.0)
     p.add_argument('--second-order', action='store_true')
     p.add_argument('--published-quirks', action='store_true',

@@ -32,6 +32,8 @@ class FewShotModel(torch.nn.Module):
     """
     model_name: str = 'base'
     adapt_keys: Tuple[str, ...] = ('rel', )
+    #: Inner-loop step size the CLI uses unless told otherwise.
+    default_inner_lr: float = 5.0
 
     def __init__(self) -> None:
         super().__init__()

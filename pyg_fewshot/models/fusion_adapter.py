@@ -284,6 +284,10 @@ class FusionAdapter(FewShotModel):
         self._tuned: Optional[Dict[str, Tensor]] = None
         self._records: List[_Record] = []
 
+    @property
+    def default_inner_lr(self) -> float:  # type: ignore[override]
+        return self.backbone.default_inner_lr
+
     @classmethod
     def from_data(cls, data: HeteroData, pretrained: bool = True,
                   modalities: Optional[Sequence[str]] = None,

@@ -91,6 +91,11 @@ class MoEMeta(FewShotModel):
         - **score:** ``[B, *, d]`` heads and tails → ``[B, *]``
     """
     model_name = 'moemeta'
+    # With per-task inner losses the published beta = 5 moves the relation
+    # meta by up to 10 units a step (the published code's mean over the
+    # meta-batch made it 5 / B in training); 0.05 was best on UMLS-One
+    # (docs/results.md, inner step size).
+    default_inner_lr = 0.05
 
     def __init__(self, num_entities: int, num_relations: int,
                  embedding_dim: int = 100, num_experts: int = 32,
