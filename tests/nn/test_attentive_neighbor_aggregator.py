@@ -1,0 +1,261 @@
+import pytest
+import torch
+
+from pyg_fewshot.nn import AttentiveNeighborAggregator
+from pyg_fewshot.nn._dispatch import csr_gather
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Test tensors are tiny: extra threads only add OpenMP contention on a
+    # shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+D = 8
+
+
+def make_graph(num_ent=12, num_rel=3, num_triples=40, isolated=(11, ),
+               seed=0):
+    r"""A random background graph with inverse edges (relation r + R) in
+    CSR form, sorted by head; entities in `isolated` have no edge."""
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.tensor([e for e in range(num_ent) if e not in isolated])
+    h = allowed[torch.randint(0, len(allowed), (num_triples, ), generator=g)]
+    t = allowed[torch.randint(0, len(allowed), (num_triples, ), generator=g)]
+    r = torch.randint(0, num_rel, (num_triples, ), generator=g)
+    src = torch.cat([h, t])
+    dst = torch.cat([t, h])
+    rel = torch.cat([r, r + num_rel])
+    perm = torch.argsort(src * 10_000 + torch.arange(src.numel()))
+    src, dst, rel = src[perm], dst[perm], rel[perm]
+    rowptr = torch.zeros(num_ent + 1, dtype=torch.long)
+    rowptr[1:] = torch.bincount(src, minlength=num_ent).cumsum(0)
+    return rowptr, dst, rel, 2 * num_rel
+
+
+def reference(agg, x_ent, x_rel, index, rowptr, col_ent, col_rel, cap=None):
+    r"""Entity-by-entity loop over the published formula with the full
+    W = [W_r | W_e]."""
+    W = torch.cat([agg.lin_rel.weight, agg.lin_ent.weight], dim=1)
+    out = []
+    for e in index.tolist():
+        lo, hi = int(rowptr[e]), int(rowptr[e + 1])
+        if cap is not None:
+            hi = min(hi, lo + cap)
+        if hi == lo:
+            out.append(x_ent[e])
+            continue
+        c = torch.cat([x_rel[col_rel[lo:hi]], x_ent[col_ent[lo:hi]]], 1)
+        c = agg.act(c @ W.t() + agg.lin_ent.bias)
+        if agg.attention == 'softmax':
+            w = torch.softmax(c @ agg.att, dim=0)
+        elif agg.attention == 'mean':
+            w = torch.full((hi - lo, ), 1.0 / (hi - lo))
+        else:
+            w = torch.ones(hi - lo)
+        if agg.beta is not None:
+            w = w * torch.sigmoid(c @ agg.beta)
+        m = (w.unsqueeze(-1) * c).sum(0)
+        if agg.lin_out is not None:
+            m = agg.lin_out(m)
+        out.append(x_ent[e] + m)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize('attention', ['softmax', 'mean', 'sum'])
+@pytest.mark.parametrize('gate', [True, False])
+@pytest.mark.parametrize('hidden_dim', [None, 6])
+def test_matches_reference(attention, gate, hidden_dim):
+    torch.manual_seed(0)
+    rowptr, col_ent, col_rel, R = make_graph()
+    agg = AttentiveNeighborAggregator(D, hidden_dim, attention=attention,
+                                      gate=gate, max_neighbors=None).eval()
+    x_ent = torch.randn(12, D)
+    x_rel = torch.randn(R, D)
+    index = torch.tensor([0, 3, 11, 5, 3, 7])
+    out = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    assert out.shape == (6, D)
+    ref = reference(agg, x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_isolated_entity_keeps_its_embedding():
+    torch.manual_seed(1)
+    rowptr, col_ent, col_rel, R = make_graph(isolated=(4, 11))
+    for hidden_dim in (None, 5):
+        agg = AttentiveNeighborAggregator(D, hidden_dim, dropout=0.3)
+        x_ent = torch.randn(12, D)
+        out = agg(x_ent, torch.randn(R, D), torch.tensor([4, 11, 0]),
+                  rowptr, col_ent, col_rel)
+        assert torch.equal(out[0], x_ent[4])
+        assert torch.equal(out[1], x_ent[11])
+        assert not torch.equal(out[2], x_ent[0])
+
+
+def test_permutation_invariance():
+    torch.manual_seed(2)
+    rowptr, col_ent, col_rel, R = make_graph(num_triples=60)
+    agg = AttentiveNeighborAggregator(D, max_neighbors=None).eval()
+    x_ent, x_rel = torch.randn(12, D), torch.randn(R, D)
+    index = torch.arange(12)
+    out = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel)
+
+    # Shuffle the neighbours inside every CSR row.
+    row = torch.repeat_interleave(torch.arange(12), rowptr.diff())
+    perm = torch.argsort(row * 10_000 + torch.randperm(row.numel()))
+    assert not torch.equal(perm, torch.arange(row.numel()))
+    out_perm = agg(x_ent, x_rel, index, rowptr, col_ent[perm], col_rel[perm])
+    torch.testing.assert_close(out, out_perm, rtol=1e-5, atol=1e-6)
+
+    # Edge-list layout: any global edge order gives the same result.
+    e_perm = torch.randperm(row.numel())
+    out_edges = agg.forward_edges(x_ent, x_rel, x_ent, row[e_perm],
+                                  rel_index=col_rel[e_perm],
+                                  ent_index=col_ent[e_perm])
+    torch.testing.assert_close(out, out_edges, rtol=1e-5, atol=1e-6)
+
+
+def test_edge_index_layout_matches_csr():
+    torch.manual_seed(3)
+    rowptr, col_ent, col_rel, R = make_graph()
+    agg = AttentiveNeighborAggregator(D, max_neighbors=None).eval()
+    x_ent, x_rel = torch.randn(12, D), torch.randn(R, D)
+    row = torch.repeat_interleave(torch.arange(12), rowptr.diff())
+    edge_index = torch.stack([col_ent, row])  # neighbour -> centre
+    out = agg.forward_edges(x_ent, x_rel[col_rel], x_ent[edge_index[0]],
+                            edge_index[1], num_nodes=12)
+    ref = agg(x_ent, x_rel, torch.arange(12), rowptr, col_ent, col_rel)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_neighbor_cap_eval_is_first_entries():
+    torch.manual_seed(4)
+    rowptr, col_ent, col_rel, R = make_graph(num_triples=80)
+    cap = 3
+    assert rowptr.diff().max() > cap
+    agg = AttentiveNeighborAggregator(D, max_neighbors=cap).eval()
+    x_ent, x_rel = torch.randn(12, D), torch.randn(R, D)
+    index = torch.tensor([0, 1, 2, 11])
+    out = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    ref = reference(agg, x_ent, x_rel, index, rowptr, col_ent, col_rel,
+                    cap=cap)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    # Passing the edge count gives the same result without a read-back.
+    num_edges = int(rowptr.diff()[index].clamp(max=cap).sum())
+    out2 = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel,
+               num_edges=num_edges)
+    torch.testing.assert_close(out, out2)
+    torch.testing.assert_close(out, agg(x_ent, x_rel, index, rowptr,
+                                        col_ent, col_rel))
+
+
+def test_neighbor_cap_training_samples_subsets():
+    rowptr = torch.tensor([0, 10, 12, 12])  # degrees 10, 2, 0
+    index = torch.tensor([0, 1, 2, 0])
+    cap = 4
+    seen = torch.zeros(10)
+    for seed in range(200):
+        pos, batch = csr_gather(rowptr, index, cap, sample=True,
+                                generator=torch.Generator().manual_seed(seed))
+        assert batch.tolist() == [0] * 4 + [1] * 2 + [3] * 4
+        for b in (0, 3):
+            p = pos[batch == b]
+            assert p.unique().numel() == cap  # without replacement
+            assert ((p >= 0) & (p < 10)).all()
+        assert sorted(pos[batch == 1].tolist()) == [10, 11]
+        seen += torch.bincount(pos[batch == 0], minlength=12)[:10]
+    # Uniform: each of the 10 neighbours is picked in ~40% of draws.
+    assert (seen / 200 - 0.4).abs().max() < 0.15
+
+    a = csr_gather(rowptr, index, cap, True,
+                   generator=torch.Generator().manual_seed(1))
+    b = csr_gather(rowptr, index, cap, True,
+                   generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0])
+
+
+def test_training_mode_sampling_is_seeded():
+    rowptr, col_ent, col_rel, R = make_graph(num_triples=80)
+    torch.manual_seed(5)
+    agg = AttentiveNeighborAggregator(D, max_neighbors=2).train()
+    x_ent, x_rel = torch.randn(12, D), torch.randn(R, D)
+    index = torch.arange(12)
+    torch.manual_seed(0)
+    a = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    torch.manual_seed(0)
+    b = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    torch.manual_seed(1)
+    c = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_gradients_and_dedup():
+    torch.manual_seed(6)
+    rowptr, col_ent, col_rel, R = make_graph()
+    agg = AttentiveNeighborAggregator(D, dropout=0.0).eval()
+    x_ent = torch.randn(12, D, requires_grad=True)
+    x_rel = torch.randn(R, D, requires_grad=True)
+    index = torch.tensor([0, 0, 5, 0, 5, 9])  # repeats are enriched once
+    out = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    torch.testing.assert_close(out[0], out[1])
+    # Same result through the path without deduplication (num_edges given).
+    num_edges = int(rowptr.diff()[index].clamp(max=50).sum())
+    out2 = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel,
+               num_edges=num_edges)
+    torch.testing.assert_close(out, out2)
+    (out * torch.randn_like(out)).sum().backward()
+    assert x_ent.grad.abs().sum() > 0 and x_rel.grad.abs().sum() > 0
+    for name, p in agg.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_return_attention():
+    torch.manual_seed(7)
+    rowptr, col_ent, col_rel, R = make_graph()
+    agg = AttentiveNeighborAggregator(D, gate=False).eval()
+    x_ent, x_rel = torch.randn(12, D), torch.randn(R, D)
+    index = torch.tensor([0, 2, 11])
+    out, (weight, batch, pos) = agg(x_ent, x_rel, index, rowptr, col_ent,
+                                    col_rel, return_attention=True)
+    sums = torch.zeros(3).index_add(0, batch, weight)
+    torch.testing.assert_close(sums[:2], torch.ones(2))  # softmax per entity
+    assert sums[2] == 0  # isolated
+    assert pos.shape == weight.shape == batch.shape
+
+
+def test_determinism_repr_reset():
+    def build():
+        torch.manual_seed(8)
+        return AttentiveNeighborAggregator(D, dropout=0.1)
+
+    a, b = build(), build()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    before = a.lin_ent.weight.detach().clone()
+    a.reset_parameters()
+    assert not torch.equal(before, a.lin_ent.weight)
+    assert repr(a) == ('AttentiveNeighborAggregator(8, hidden_dim=8, '
+                       'attention=softmax, gate=True, dropout=0.1, '
+                       'max_neighbors=50)')
+    with pytest.raises(ValueError):
+        AttentiveNeighborAggregator(D, attention='max')
+
+
+def test_large_tables_take_unique_path():
+    # More entities/relations than gathered edges: the per-distinct-row
+    # projection (torch.unique) and the per-edge relation path are used.
+    torch.manual_seed(9)
+    rowptr, col_ent, col_rel, R = make_graph()
+    n_big = 500
+    rowptr = torch.cat([rowptr, rowptr[-1].repeat(n_big - 12)])
+    agg = AttentiveNeighborAggregator(D, max_neighbors=None).eval()
+    x_ent, x_rel = torch.randn(n_big, D), torch.randn(300, D)
+    index = torch.tensor([1, 2])
+    out = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    ref = reference(agg, x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
