@@ -40,7 +40,7 @@ def main() -> None:
         lines.append(f"| {res['model']} {res['shots']}-shot "
                      f"(seed {res['seed']}) | " + ' | '.join(cells) + ' |')
     if counts:
-        lines.append('| relations / queries | ' + ' | '.join(
+        lines.append('| relations / queries (last run) | ' + ' | '.join(
             f'{counts[c][0]} / {counts[c][1]}' if c in counts else '0'
             for c in order) + ' |')
     write_output('\n'.join(lines), args.output)

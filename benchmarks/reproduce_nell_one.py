@@ -74,8 +74,8 @@ def main() -> None:
         f'(best dev checkpoint kept), TransE-pretrained background; seeds '
         f'{args.seeds}; {machine()}.', '',
         '| model | K | MRR | Hits@10 | Hits@5 | Hits@1 | macro MRR | '
-        'steps (best) | train s / run |',
-        '|---|---|---|---|---|---|---|---|---|'
+        'steps (best) | train s / run | full test evaluation s |',
+        '|---|---|---|---|---|---|---|---|---|---|'
     ]
     for model, shots, runs in rows:
         def col(key, split='test'):
@@ -83,19 +83,20 @@ def main() -> None:
         macro = mean_std([r['test']['macro']['mrr'] for r in runs])
         steps = ', '.join(f"{r['steps']} ({r['best_step']})" for r in runs)
         secs = mean_std([r['train_seconds'] for r in runs])
+        evals = mean_std([r['test']['seconds'] for r in runs])
         lines.append(f"| {model} (ours) | {shots} | {col('mrr')} | "
                      f"{col('hits@10')} | {col('hits@5')} | {col('hits@1')} "
-                     f'| {macro} | {steps} | {secs} |')
+                     f'| {macro} | {steps} | {secs} | {evals} |')
     for (name, shots), vals in PUBLISHED.items():
         if shots in args.shots:
             lines.append(f'| {name} | {shots} | ' +
-                         ' | '.join(fmt(v) for v in vals) + ' | — | — | — |')
+                         ' | '.join(fmt(v) for v in vals) + ' | — | — | — | — |')
     base = rows[0][2][0]['test_random_baseline'] if rows else None
     if base:
         lines.append(f"| random scoring (exact chance level) | {rows[0][1]} "
                      f"| {base['mrr']:.3f} | {base['hits@10']:.3f} | "
                      f"{base['hits@5']:.3f} | {base['hits@1']:.3f} | — | — | "
-                     f'— |')
+                     f'— | — |')
     write_output('\n'.join(lines), args.output)
 
 
