@@ -8,6 +8,16 @@ from pyg_fewshot.data.hetero import build_fewshot_data
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Test tensors are tiny: extra threads only add OpenMP contention (and
+    # busy-waiting) when the cores are shared.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def shared_data_dir():
     r"""The benchmark copies (NELL-One, UMLS-One), from
     ``$PYG_FEWSHOT_SHARED_DATA`` or ``../shared/data`` beside the repo."""

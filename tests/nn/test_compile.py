@@ -14,16 +14,6 @@ from pyg_fewshot.nn import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Test tensors are tiny: extra threads only add OpenMP contention on a
-    # shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 BACKEND = 'aot_eager'
 
 

@@ -6,16 +6,6 @@ import torch
 from pyg_fewshot.nn import ModalityAdapter, ModalityFusion, diversity_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Test tensors are tiny: extra threads only add OpenMP contention on a
-    # shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_adapter_shapes_dropout_grad():
     torch.manual_seed(0)
     adapter = ModalityAdapter(32, 10)

@@ -7,16 +7,6 @@ from torch.func import functional_call, grad
 from pyg_fewshot.nn import ProjectionAdapter
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Test tensors are tiny: extra threads only add OpenMP contention on a
-    # shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 B, K, D = 3, 4, 6
 
 

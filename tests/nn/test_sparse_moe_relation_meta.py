@@ -10,16 +10,6 @@ from pyg_fewshot.nn._dispatch import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Test tensors are tiny: extra threads only add OpenMP contention on a
-    # shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def dense_reference(moe: SparseMoERelationMeta, x, batch, num_tasks):
     r"""Every expert on every pair, then the top-N picked: the published
     code's computation, written independently of the module's kernels."""
