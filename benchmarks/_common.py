@@ -3,7 +3,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -71,3 +71,26 @@ def mean_std(values: List[float]) -> str:
     if len(values) == 1:
         return f'{values[0]:.3f}'
     return f'{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}'
+
+
+def interleaved_medians(calls: 'Dict[str, Callable[[], object]]',
+                        rounds: int,
+                        clock: Callable[[], float] = time.perf_counter,
+                        warmup: bool = True) -> 'Dict[str, float]':
+    """Runs every call once per round and returns each call's median time.
+
+    Interleaving makes slow drifts in the machine's load hit all methods
+    alike; rotating the order each round spreads the cost of following a
+    method that freed (and returned to the OS) a lot of memory.
+    """
+    if warmup:
+        for fn in calls.values():
+            fn()
+    names = list(calls)
+    times: 'Dict[str, List[float]]' = {name: [] for name in calls}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = clock()
+            calls[name]()
+            times[name].append(clock() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}

@@ -37,6 +37,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from _common import interleaved_medians
+
 # Set by --timer: wall-clock time, or the process's CPU time, which a
 # single-threaded run (--threads 1) keeps meaningful on a loaded machine.
 CLOCK: Callable[[], float] = time.perf_counter
@@ -158,16 +160,7 @@ def _infer_call(fn, args) -> Callable[[], None]:
 
 def _medians(calls: Dict[str, Callable[[], None]],
              rounds: int) -> Dict[str, float]:
-    # Interleaved, and rotated each round so that neither side always runs
-    # right after the other.
-    names = list(calls)
-    times: Dict[str, List[float]] = {k: [] for k in calls}
-    for r in range(rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            t0 = CLOCK()
-            calls[k]()
-            times[k].append(CLOCK() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return interleaved_medians(calls, rounds, CLOCK, warmup=False)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -38,6 +38,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from _common import interleaved_medians
+
 # Set by --timer: wall-clock time, or the process's CPU time, which a
 # single-threaded run (--threads 1) keeps meaningful on a loaded machine.
 CLOCK: Callable[[], float] = time.perf_counter
@@ -51,22 +53,8 @@ def _timer_name() -> str:
 
 def _interleaved_medians(calls: Dict[str, Callable[[], None]], rounds: int,
                          warmup: bool) -> Dict[str, float]:
-    r"""Runs every call once per round and returns each call's median
-    time. Interleaving makes slow drifts in the machine's load hit all
-    methods alike; rotating the order each round spreads the cost of
-    following a method that freed (and returned to the OS) a lot of memory.
-    """
-    if warmup:
-        for fn in calls.values():
-            fn()
-    names = list(calls)
-    times: Dict[str, List[float]] = {name: [] for name in calls}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = CLOCK()
-            calls[name]()
-            times[name].append(CLOCK() - t0)
-    return {name: statistics.median(v) for name, v in times.items()}
+    # Shared helper; CLOCK is read at call time (set by --timer).
+    return interleaved_medians(calls, rounds, CLOCK, warmup)
 
 
 def dense_published(moe: SparseMoERelationMeta, x, weights, experts):

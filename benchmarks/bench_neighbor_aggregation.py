@@ -47,6 +47,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from _common import interleaved_medians as _interleaved
+
 # Set by --timer: wall-clock time, or the process's CPU time, which a
 # single-threaded run (--threads 1) keeps meaningful on a loaded machine.
 CLOCK: Callable[[], float] = time.perf_counter
@@ -161,18 +163,7 @@ def _timer_name() -> str:
 
 def interleaved_medians(calls: Dict[str, Callable[[], None]],
                         rounds: int) -> Dict[str, float]:
-    # Interleaved, and rotated each round: following a method that freed
-    # (and returned to the OS) a lot of memory costs page faults.
-    for fn in calls.values():
-        fn()  # warm-up
-    names = list(calls)
-    times: Dict[str, List[float]] = {name: [] for name in calls}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = CLOCK()
-            calls[name]()
-            times[name].append(CLOCK() - t0)
-    return {name: statistics.median(v) for name, v in times.items()}
+    return _interleaved(calls, rounds, CLOCK)
 
 
 def run_case(label: str, deg: np.ndarray, args, rng) -> List[str]:
