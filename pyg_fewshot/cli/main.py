@@ -102,10 +102,8 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
             if getattr(args, key) is not None:
                 model_kwargs[key] = getattr(args, key)
     model = build_model(args.model, data, **model_kwargs).to(device)
-    inner_lr = (model.default_inner_lr if args.inner_lr is None else
-                args.inner_lr)
     learner_kwargs = dict(inner_steps=args.inner_steps,
-                          inner_lr=inner_lr, margin=args.margin,
+                          inner_lr=args.inner_lr, margin=args.margin,
                           first_order=not args.second_order,
                           published_quirks=args.published_quirks)
     learner = MetaLearner(model, **learner_kwargs)

@@ -42,8 +42,9 @@ class MetaLearner:
     Args:
         model (FewShotModel): The model.
         inner_steps (int, optional): Inner-loop steps. (default: :obj:`1`)
-        inner_lr (float, optional): Inner step size :math:`\beta`.
-            (default: :obj:`5.0`)
+        inner_lr (float, optional): Inner step size :math:`\beta`; the
+            model's :attr:`default_inner_lr` if :obj:`None` (5.0 for MetaR,
+            0.05 for MoEMeta). (default: :obj:`None`)
         margin (float, optional): Margin of the ranking loss.
             (default: :obj:`1.0`)
         first_order (bool, optional): Treat inner gradients as constants.
@@ -52,14 +53,15 @@ class MetaLearner:
             loss scaling and gradient leak. (default: :obj:`False`)
     """
     def __init__(self, model: FewShotModel, inner_steps: int = 1,
-                 inner_lr: float = 5.0, margin: float = 1.0,
+                 inner_lr: Optional[float] = None, margin: float = 1.0,
                  first_order: bool = True,
                  published_quirks: bool = False) -> None:
         if inner_steps < 0:
             raise ValueError(f"'inner_steps' must be >= 0 (got {inner_steps})")
         self.model = model
         self.inner_steps = inner_steps
-        self.inner_lr = inner_lr
+        self.inner_lr = (model.default_inner_lr
+                         if inner_lr is None else inner_lr)
         self.margin = margin
         self.first_order = first_order
         self.published_quirks = published_quirks
