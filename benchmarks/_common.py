@@ -45,11 +45,22 @@ def median_time(fn: Callable[[], object], repeats: int = 5,
 
 
 def write_output(text: str, path: Optional[str]) -> None:
+    """Prints a result table and, if ``path`` is given, writes it there."""
     print(text)
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, 'w') as f:
-            f.write(text + '\n')
+            f.write(text if text.endswith('\n') else text + '\n')
+
+
+def add_timing_args(parser) -> None:
+    """The ``--threads`` / ``--timer`` options shared by the layer
+    benchmarks."""
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads (default: torch\'s default)')
+    parser.add_argument('--timer', choices=['wall', 'cpu'], default='wall',
+                        help='wall clock, or process CPU time (use with '
+                        '--threads 1 when other jobs load the machine)')
 
 
 def run_train(args: List[str]) -> dict:

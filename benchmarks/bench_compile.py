@@ -37,7 +37,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from _common import interleaved_medians
+from _common import add_timing_args, interleaved_medians, write_output
 
 # Set by --timer: wall-clock time, or the process's CPU time, which a
 # single-threaded run (--threads 1) keeps meaningful on a loaded machine.
@@ -173,11 +173,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         'compilation per layer)')
     parser.add_argument('--layers', type=str, nargs='*', default=None,
                         help='substrings selecting the layers to run')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch threads (default: torch\'s default)')
-    parser.add_argument('--timer', choices=['wall', 'cpu'], default='wall',
-                        help='wall clock, or process CPU time (use with '
-                        '--threads 1 when other jobs load the machine)')
+    add_timing_args(parser)
     parser.add_argument('--quick', action='store_true',
                         help='quarter-size inputs and 3 repeats')
     parser.add_argument('--output', type=str, default=None)
@@ -238,10 +234,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                      f'{eager * 1e3:.2f} | {comp * 1e3:.2f} | '
                      f'{eager / comp:.2f}x | {first:.1f} |')
     table = '\n'.join(lines) + '\n'
-    print(table)
-    if args.output:
-        with open(args.output, 'w') as f:
-            f.write(table)
+    write_output(table, args.output)
 
 
 if __name__ == '__main__':

@@ -213,10 +213,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         t = '' if sec is None else f'{sec:.2f}'
         lines.append(f'| {name} | {t} | {rss:.0f} | {note} |')
     table = '\n'.join(lines) + '\n'
-    print(table)
-    if args.output:
-        with open(args.output, 'w') as f:
-            f.write(table)
+    # _common imports torch: keep it out of the measured worker processes.
+    from _common import write_output
+    write_output(table, args.output)
     return 0
 
 

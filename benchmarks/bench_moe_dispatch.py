@@ -38,7 +38,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from _common import interleaved_medians
+from _common import add_timing_args, interleaved_medians, write_output
 
 # Set by --timer: wall-clock time, or the process's CPU time, which a
 # single-threaded run (--threads 1) keeps meaningful on a loaded machine.
@@ -205,11 +205,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--dense-max', type=int, default=102400,
                         help='skip the dense baselines above this many '
                         'pairs (memory)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch threads (default: torch\'s default)')
-    parser.add_argument('--timer', choices=['wall', 'cpu'], default='wall',
-                        help='wall clock, or process CPU time (use with '
-                        '--threads 1 when other jobs load the machine)')
+    add_timing_args(parser)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--quick', action='store_true',
                         help='sizes 1K, 4K, 16K and 3 repeats')
@@ -222,10 +218,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         args.sizes, args.repeats = [1024, 4096, 16384], 3
     table = run(args.sizes, args.repeats, args.large_repeats, args.dense_max,
                 args.threads, args.seed)
-    print(table)
-    if args.output:
-        with open(args.output, 'w') as f:
-            f.write(table)
+    write_output(table, args.output)
 
 
 if __name__ == '__main__':

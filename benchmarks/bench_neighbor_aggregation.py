@@ -47,6 +47,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from _common import add_timing_args, write_output
 from _common import interleaved_medians as _interleaved
 
 # Set by --timer: wall-clock time, or the process's CPU time, which a
@@ -270,11 +271,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='sample the skewed degrees from this '
                         'path_graph file instead of the log-normal fit')
     parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch threads (default: torch\'s default)')
-    parser.add_argument('--timer', choices=['wall', 'cpu'], default='wall',
-                        help='wall clock, or process CPU time (use with '
-                        '--threads 1 when other jobs load the machine)')
+    add_timing_args(parser)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--quick', action='store_true',
                         help='B = 2,000 and 3 repeats')
@@ -313,10 +310,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         f'before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}, '
         f'{datetime.date.today().isoformat()}.\n')
     table = header + '\n' + '\n'.join(out)
-    print(table)
-    if args.output:
-        with open(args.output, 'w') as f:
-            f.write(table)
+    write_output(table, args.output)
 
 
 if __name__ == '__main__':

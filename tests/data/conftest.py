@@ -143,3 +143,20 @@ def nell_one_folder() -> str:
 @pytest.fixture(scope='session')
 def umls_one_folder() -> str:
     return shared_data_folder('umls-one')
+
+
+@pytest.fixture
+def umls_one_counts():
+    r"""Counts of UMLS-One (../shared/data/README.md), which the bundled copy
+    must match."""
+    return {
+        'num_entities': 135,
+        'num_background_relations': 5,
+        'num_background_triples': 2996,
+        'num_train_relations': 10,
+        'num_train_triples': 2453,
+        'num_dev_relations': 5,
+        'num_dev_triples': 385,
+        'num_test_relations': 5,
+        'num_test_triples': 300,
+    }
