@@ -5,7 +5,13 @@ Usage::
 
     python benchmarks/bench_data_loading.py                # $PYG_FEWSHOT_SHARED_DATA/nell-one
     python benchmarks/bench_data_loading.py --data /path/to/nell-one \
-        --output docs/benchmarks_data.md [--skip-pretrain] [--synthetic-wiki]
+        --output docs/benchmarks_data.md [--skip-pretrain] [--synthetic-wiki] \
+        [--wiki-layout DIR]
+
+``--wiki-layout DIR`` adds the Wiki-One-size rows: a synthetic graph of
+Wiki-One's size is written in the standard layout to ``DIR/raw`` (replacing
+the layout files there), processed from it into ``DIR/root/processed`` and
+reloaded; both folders are kept. Without NELL-One only these rows run.
 
 Every measurement runs in a fresh Python process, so that its peak resident
 set size (``ru_maxrss``) is its own; times exclude the interpreter start and
@@ -34,6 +40,39 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _current_rss_mib() -> float:
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float('nan')
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def wiki_synthetic():
+    r"""``make_synthetic`` at Wiki-One's size: 4.8 M entities, 5.9 M
+    background triples, 639 background and 183 task relations."""
+    from pyg_fewshot.data import make_synthetic
+    return make_synthetic(num_entities=4_838_244,
+                          num_background_relations=639,
+                          num_background_triples=5_859_240,
+                          num_train_relations=133, num_dev_relations=16,
+                          num_test_relations=34,
+                          triples_per_relation=(50, 500),
+                          num_candidates=1000, entity_names=False, seed=0)
+
+
 def worker(args: argparse.Namespace) -> None:
     r"""One measurement; prints a JSON line."""
     sys.path.insert(0, REPO)
@@ -54,16 +93,22 @@ def worker(args: argparse.Namespace) -> None:
         pretrain_transe(ds.data, epochs=args.epochs, progress=False)
         out['epochs'] = args.epochs
     elif args.phase == 'synthetic-wiki':
-        from pyg_fewshot.data import make_synthetic
-        data = make_synthetic(num_entities=4_838_244,
-                              num_background_relations=639,
-                              num_background_triples=5_859_240,
-                              num_train_relations=133, num_dev_relations=16,
-                              num_test_relations=34,
-                              triples_per_relation=(50, 500),
-                              num_candidates=1000, entity_names=False,
-                              seed=0)
+        data = wiki_synthetic()
         out['summary'] = summary(data)
+    elif args.phase == 'wiki-write':
+        from pyg_fewshot.data import write_fewshot_folder
+        data = wiki_synthetic()
+        out['generate_seconds'] = time.perf_counter() - t
+        out['rss_before_write_mib'] = _current_rss_mib()
+        # Linux: restart the peak counter, so that the peak is the write's
+        # own and not make_synthetic's.
+        out['peak_reset'] = _reset_peak_rss()
+        t = time.perf_counter()
+        write_fewshot_folder(data, args.data, overwrite=True)
+        out['sizes'] = {
+            name: os.path.getsize(osp.join(args.data, name))
+            for name in sorted(os.listdir(args.data))
+        }
     else:
         raise ValueError(args.phase)
     out['seconds'] = time.perf_counter() - t
@@ -118,6 +163,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--skip-pretrain', action='store_true')
     parser.add_argument('--synthetic-wiki', action='store_true',
                         help='also time make_synthetic at Wiki-One size')
+    parser.add_argument('--wiki-layout', metavar='DIR',
+                        help='also write a Wiki-One-size synthetic graph '
+                        'in the standard layout to DIR/raw, process it '
+                        '(DIR/root) and reload it')
     parser.add_argument('--_worker', dest='phase', help=argparse.SUPPRESS)
     parser.add_argument('--root', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -131,20 +180,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                               osp.join(REPO, '..', 'shared', 'data'))
         data = osp.join(base, 'nell-one')
     data = osp.abspath(data)
-    if not osp.isfile(osp.join(data, 'path_graph')):
-        print(f"NELL-One not found at '{data}': skipping the benchmark "
+    have_nell = osp.isfile(osp.join(data, 'path_graph'))
+    if not have_nell:
+        print(f"NELL-One not found at '{data}': skipping its rows "
               f"(pass --data or set PYG_FEWSHOT_SHARED_DATA)")
-        return 0
+        if not args.wiki_layout:
+            return 0
 
     sys.path.insert(0, REPO)
     import torch
     import torch_geometric
 
-    from pyg_fewshot.data.pretrain import (
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_EPOCHS,
-        DEFAULT_LR,
-    )
+    from pyg_fewshot.data.pretrain import DEFAULT_EPOCHS
     epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
 
     rows = []
@@ -155,42 +202,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         base = run('import', data, root)
         rows.append(('import torch + pyg_fewshot.data (baseline)', None,
                      base['peak_rss_mib'], ''))
-        res = run('process', data, root)
-        s = res['summary']
-        rows.append(('NELL-One: read raw files + process + save',
-                     res['seconds'], res['peak_rss_mib'],
-                     f"{s['num_entities']:,} entities, "
-                     f"{s['num_background_triples']:,} background triples"))
-        reloads = [run('reload', data, root) for _ in range(args.repeat)]
-        reloads.sort(key=lambda r: r['seconds'])
-        med = reloads[len(reloads) // 2]
-        rows.append(('NELL-One: reload from processed', med['seconds'],
-                     med['peak_rss_mib'],
-                     f"median of {args.repeat}; min "
-                     f"{reloads[0]['seconds']:.2f} s"))
-        umls_root = osp.join(tmp, 'umls-one')
-        res = run('process', 'umls-one', umls_root)
-        rows.append(('UMLS-One (bundled): process', res['seconds'],
-                     res['peak_rss_mib'], ''))
-        res = run('reload', 'umls-one', umls_root)
-        rows.append(('UMLS-One (bundled): reload', res['seconds'],
-                     res['peak_rss_mib'], ''))
-        if not args.skip_pretrain:
-            res = run('pretrain', data, root, epochs=epochs)
-            rows.append((
-                'NELL-One: TransE pretraining, defaults', res['seconds'],
-                res['peak_rss_mib'],
-                f'dim 100, {epochs} epochs, batch {DEFAULT_BATCH_SIZE}, '
-                f'lr {DEFAULT_LR}, 1 thread; '
-                f"{res['seconds'] / max(epochs, 1):.2f} s/epoch"))
-        if args.synthetic_wiki:
-            res = run('synthetic-wiki', data, root)
-            s = res['summary']
-            rows.append(('make_synthetic at Wiki-One size', res['seconds'],
-                         res['peak_rss_mib'],
-                         f"{s['num_entities']:,} entities, "
-                         f"{s['num_background_triples']:,} background, "
-                         f"{s['num_background_relations'] + s['num_train_relations'] + s['num_dev_relations'] + s['num_test_relations']} relations"))
+        if have_nell:
+            nell_rows(rows, args, data, root, tmp, epochs)
+        if args.wiki_layout:
+            wiki_rows(rows, osp.abspath(args.wiki_layout), args.repeat)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -204,7 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f'Software: Python {platform.python_version()}, torch '
         f'{torch.__version__}, torch_geometric {torch_geometric.__version__}'
         f'  ',
-        f'Data: {data}',
+        f'Data: {data if have_nell else "(NELL-One absent)"}',
         '',
         '| step | time (s) | peak RSS (MiB) | notes |',
         '|---|---:|---:|---|',
@@ -217,6 +232,88 @@ def main(argv: Optional[List[str]] = None) -> int:
     from _common import write_output
     write_output(table, args.output)
     return 0
+
+
+def _mb(num_bytes: int) -> str:
+    return f'{num_bytes / 1e6:.0f} MB'
+
+
+def wiki_rows(rows: List, folder: str, repeat: int) -> None:
+    r"""Write, process and reload a Wiki-One-size graph in the standard
+    layout, each in a fresh process."""
+    raw, root = osp.join(folder, 'raw'), osp.join(folder, 'root')
+    res = run('wiki-write', raw, root)
+    sizes = res['sizes']
+    peak = ('of the write alone' if res['peak_reset'] else
+            'includes the generation')
+    rows.append((
+        'Wiki-One size (synthetic): write the standard layout',
+        res['seconds'], res['peak_rss_mib'],
+        f"`write_fewshot_folder` alone, after generating the graph "
+        f"({res['generate_seconds']:.1f} s; RSS "
+        f"{res['rss_before_write_mib']:.0f} MiB before the write; peak "
+        f"{peak}); "
+        f"path_graph {_mb(sizes['path_graph'])}, "
+        f"ent2ids {_mb(sizes['ent2ids'])}, all files "
+        f"{_mb(sum(sizes.values()))}"))
+    res = run('process', raw, root)
+    s = res['summary']
+    data_pt = osp.getsize(osp.join(root, 'processed', 'data.pt'))
+    rows.append(('Wiki-One size: read raw files + process + save',
+                 res['seconds'], res['peak_rss_mib'],
+                 f"{s['num_entities']:,} entities, "
+                 f"{s['num_background_triples']:,} background triples; "
+                 f"data.pt {_mb(data_pt)}"))
+    reloads = sorted((run('reload', raw, root) for _ in range(repeat)),
+                     key=lambda r: r['seconds'])
+    med = reloads[len(reloads) // 2]
+    rows.append(('Wiki-One size: reload from processed', med['seconds'],
+                 med['peak_rss_mib'],
+                 f"median of {repeat}; min {reloads[0]['seconds']:.2f} s"))
+
+
+def nell_rows(rows: List, args: argparse.Namespace, data: str, root: str,
+              tmp: str, epochs: int) -> None:
+    r"""NELL-One processing, reloading and pretraining; bundled UMLS-One."""
+    from pyg_fewshot.data.pretrain import DEFAULT_BATCH_SIZE, DEFAULT_LR
+    res = run('process', data, root)
+    s = res['summary']
+    rows.append(('NELL-One: read raw files + process + save',
+                 res['seconds'], res['peak_rss_mib'],
+                 f"{s['num_entities']:,} entities, "
+                 f"{s['num_background_triples']:,} background triples"))
+    reloads = [run('reload', data, root) for _ in range(args.repeat)]
+    reloads.sort(key=lambda r: r['seconds'])
+    med = reloads[len(reloads) // 2]
+    rows.append(('NELL-One: reload from processed', med['seconds'],
+                 med['peak_rss_mib'],
+                 f"median of {args.repeat}; min "
+                 f"{reloads[0]['seconds']:.2f} s"))
+    umls_root = osp.join(tmp, 'umls-one')
+    res = run('process', 'umls-one', umls_root)
+    rows.append(('UMLS-One (bundled): process', res['seconds'],
+                 res['peak_rss_mib'], ''))
+    res = run('reload', 'umls-one', umls_root)
+    rows.append(('UMLS-One (bundled): reload', res['seconds'],
+                 res['peak_rss_mib'], ''))
+    if not args.skip_pretrain:
+        res = run('pretrain', data, root, epochs=epochs)
+        rows.append((
+            'NELL-One: TransE pretraining, defaults', res['seconds'],
+            res['peak_rss_mib'],
+            f'dim 100, {epochs} epochs, batch {DEFAULT_BATCH_SIZE}, '
+            f'lr {DEFAULT_LR}, 1 thread; '
+            f"{res['seconds'] / max(epochs, 1):.2f} s/epoch"))
+    if args.synthetic_wiki:
+        res = run('synthetic-wiki', data, root)
+        s = res['summary']
+        num_rel = (s['num_background_relations'] + s['num_train_relations'] +
+                   s['num_dev_relations'] + s['num_test_relations'])
+        rows.append(('make_synthetic at Wiki-One size', res['seconds'],
+                     res['peak_rss_mib'],
+                     f"{s['num_entities']:,} entities, "
+                     f"{s['num_background_triples']:,} background, "
+                     f"{num_rel} relations"))
 
 
 if __name__ == '__main__':

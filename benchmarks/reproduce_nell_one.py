@@ -26,6 +26,21 @@ PUBLISHED = {  # test MRR / Hits@10 / Hits@5 / Hits@1 (README of the data)
 }
 
 
+# Configuration name -> pyg-fewshot train arguments. 'moemeta' is the
+# library default (the paper's layers, inner step 0.05, chosen on
+# UMLS-One); 'moemeta-dev' is the configuration chosen on NELL-One's dev set
+# by benchmarks/select_nell_one.py.
+CONFIGS = {
+    'metar': ['--model', 'metar'],
+    'moemeta': ['--model', 'moemeta'],
+    'moemeta-dev': ['--model', 'moemeta', '--inner-lr', '5', '--model-arg',
+                    'aggregator_scale=0.0', '--model-arg', 'projection=none'],
+    'moemeta-noagg-noproj': ['--model', 'moemeta', '--inner-lr', '5',
+                             '--model-arg', 'aggregate=False',
+                             '--model-arg', 'projection=none'],
+}
+
+
 def fmt(x):
     return '—' if x is None else f'{x:.3f}'
 
@@ -33,7 +48,9 @@ def fmt(x):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument('--data', default=None)
-    parser.add_argument('--models', nargs='+', default=['metar', 'moemeta'])
+    parser.add_argument('--models', nargs='+',
+                        default=['metar', 'moemeta', 'moemeta-dev'],
+                        choices=list(CONFIGS))
     parser.add_argument('--shots', nargs='+', type=int, default=[1, 5])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--max-steps', type=int, default=2000)
@@ -51,7 +68,7 @@ def main() -> None:
             runs = []
             for seed in args.seeds:
                 out = os.path.join(args.runs_dir, f'{model}_{shots}shot_s{seed}')
-                argv = ['--model', model, '--dataset', data, '--shots',
+                argv = CONFIGS[model] + ['--dataset', data, '--shots',
                         str(shots), '--seed', str(seed), '--pretrain',
                         '--max-steps', str(args.max_steps), '--eval-every',
                         str(args.eval_every), '--batch-size',

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 
@@ -18,6 +18,7 @@ from .._io import atomic_write_json
 from ..data import EpisodeSampler, load_dataset
 from ..evaluation import chance_level, evaluate
 from ..meta import MetaLearner, MetaTrainer, load_checkpoint
+from ..meta import distributed as dist_utils
 from ..models import MODELS, build_model
 
 DEFAULT_DATASET = 'umls-one'
@@ -35,6 +36,20 @@ def _parse_kv(items: List[str]) -> Dict[str, Any]:
         except (ValueError, SyntaxError):
             out[key] = value
     return out
+
+
+def _inner_lr(text: str) -> Union[float, Dict[str, float]]:
+    if '=' not in text:
+        return float(text)
+    steps = {}
+    for item in text.split(','):
+        key, _, value = item.partition('=')
+        try:
+            steps[key.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"'{item}' in '{text}': expected KEY=NUMBER") from None
+    return steps
 
 
 def _device(name: str) -> torch.device:
@@ -86,13 +101,46 @@ def _print_metrics(name: str, res: Dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.nproc < 1:
+        raise SystemExit(f'error: --nproc must be at least 1 (got '
+                         f'{args.nproc})')
+    if args.nproc > 1 and not dist_utils.launched_by_torchrun():
+        try:
+            dist_utils.split_batch_size(args.batch_size, args.nproc)
+        except ValueError as e:
+            raise SystemExit(f'error: --batch-size: {e}') from None
+        _device(args.device)
+        dist_utils.launch(_train_worker, args.nproc, (args, ))
+        with open(os.path.join(args.output, 'results.json')) as f:
+            return json.load(f)
+    try:
+        return _train(args)
+    finally:
+        dist_utils.cleanup()
+
+
+def _train_worker(args: argparse.Namespace) -> None:
+    try:
+        _train(args)
+    finally:
+        dist_utils.cleanup()
+
+
+def _train(args: argparse.Namespace) -> Dict[str, Any]:
+    _device(args.device)
+    rank, world, device = dist_utils.init_distributed(device=args.device)
+    main_process = rank == 0
     torch.manual_seed(args.seed)
-    device = _device(args.device)
     model_kwargs = _parse_kv(args.model_arg)
     if args.dim is not None:
         model_kwargs['embedding_dim'] = args.dim
     dim = model_kwargs.get('embedding_dim', 100)
+    # Rank 0 processes and pretrains once; the others then read its cache.
+    if not main_process:
+        dist_utils.barrier()
     dataset, data = _load_data(args, args.pretrain, dim)
+    if main_process and world > 1:
+        dist_utils.barrier()
     is_fusion = args.model == 'fusionadapter'
     text = is_fusion if args.text is None else args.text
     _attach_modalities(dataset, data, text, args.text_model,
@@ -108,19 +156,28 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
                           published_quirks=args.published_quirks)
     learner = MetaLearner(model, **learner_kwargs)
 
-    sampler = EpisodeSampler(data, args.shots, args.num_queries,
-                             args.batch_size, 'train', seed=args.seed)
+    # Each rank draws its share of the meta-batch from its own stream, and
+    # its own dropout masks (the replicas still start from rank 0's weights).
+    sampler = EpisodeSampler(
+        data, args.shots, args.num_queries,
+        dist_utils.split_batch_size(args.batch_size, world), 'train',
+        seed=dist_utils.rank_seed(args.seed, rank))
+    if world > 1:
+        torch.manual_seed(dist_utils.rank_seed(args.seed, rank))
+    distributed = world > 1
 
     def validate() -> float:
         return evaluate(model, data, 'dev', args.shots, learner,
-                        ties_policy=args.ties, seed=args.seed)['mrr']
+                        ties_policy=args.ties, seed=args.seed,
+                        distributed=distributed)['mrr']
 
     metadata = dict(model=model.model_name, model_kwargs=model_kwargs,
                     learner=learner_kwargs, dataset=args.dataset,
                     shots=args.shots, seed=args.seed,
                     pretrain=args.pretrain, text=text,
                     text_model=args.text_model,
-                    modality_dir=args.modality_dir, version=__version__)
+                    modality_dir=args.modality_dir, nproc=world,
+                    batch_size=args.batch_size, version=__version__)
     trainer = MetaTrainer(learner, sampler, args.output, validate=validate,
                           lr=args.lr, max_steps=args.max_steps,
                           eval_every=args.eval_every, patience=args.patience,
@@ -129,9 +186,13 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
     summary = trainer.fit(resume=not args.no_resume)
     trainer.load_best()
     dev = evaluate(model, data, 'dev', args.shots, learner,
-                   ties_policy=args.ties, seed=args.seed)
+                   ties_policy=args.ties, seed=args.seed,
+                   distributed=distributed)
     test = evaluate(model, data, 'test', args.shots, learner,
-                    ties_policy=args.ties, seed=args.seed)
+                    ties_policy=args.ties, seed=args.seed,
+                    distributed=distributed)
+    if not main_process:
+        return {'dev': _metrics_view(dev), 'test': _metrics_view(test)}
     results = dict(
         model=model.model_name, dataset=args.dataset, shots=args.shots,
         seed=args.seed, steps=summary['steps'],
@@ -141,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
         test=_metrics_view(test),
         test_random_baseline=chance_level(data, 'test', args.shots),
         model_kwargs=model_kwargs, learner=learner_kwargs,
-        batch_size=args.batch_size, num_queries=args.num_queries,
+        batch_size=args.batch_size, num_queries=args.num_queries, nproc=world,
         pretrain=args.pretrain, history=summary['history'],
         version=__version__)
     atomic_write_json(results, os.path.join(args.output, 'results.json'))
@@ -259,9 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='start from TransE vectors pretrained on the '
                    'background graph (computed once, then cached)')
     p.add_argument('--inner-steps', type=int, default=1)
-    p.add_argument('--inner-lr', type=float, default=None,
+    p.add_argument('--inner-lr', type=_inner_lr, default=None,
                    help='inner step size beta (default: the model\'s, 5.0 '
-                   'for MetaR and FusionAdapter, 0.05 for MoEMeta)')
+                   'for MetaR and FusionAdapter, 0.05 for MoEMeta), or one '
+                   'per local parameter: rel=5,*=0.05')
     p.add_argument('--margin', type=float, default=1.0)
     p.add_argument('--second-order', action='store_true')
     p.add_argument('--published-quirks', action='store_true',
@@ -286,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--tta-steps', type=int, default=None,
                    help='adapter-only tuning steps per test relation')
     g.add_argument('--tta-lr', type=float, default=None)
+    p.add_argument('--nproc', type=int, default=1,
+                   help='data-parallel processes on this machine (gloo on '
+                   'CPU, NCCL with --device cuda); --batch-size is the '
+                   'global meta-batch, split evenly. Under torchrun, leave '
+                   'it at 1: the job size comes from torchrun')
     p.add_argument('--output', default='runs/latest')
     p.add_argument('--no-resume', action='store_true')
     p.add_argument('--quiet', action='store_true')

@@ -21,6 +21,7 @@ from .io import (
     validate,
 )
 from .dataset import FewShotKGDataset, load_dataset
+from .writer import write_fewshot_folder
 from .sampler import (Episode, EpisodeSampler, sample_negative_tails,
                       sample_without_replacement)
 from .synthetic import SyntheticFewShotDataset, make_synthetic
@@ -60,6 +61,7 @@ __all__ = [
     'read_fewshot_folder',
     'validate',
     'check_shots',
+    'write_fewshot_folder',
     # dataset.py
     'FewShotKGDataset',
     'load_dataset',

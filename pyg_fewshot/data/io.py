@@ -164,10 +164,85 @@ def _expect_object(obj: Any, path: str, what: str) -> Dict:
 # ---------------------------------------------------------------------------
 
 
-def read_ent2ids(path: str) -> Tuple[Dict[str, int], List[str]]:
+_JSON_SPACE = ' \t\r\n'
+
+
+def _last_entry_break(text: str) -> int:
+    r"""The position of the last comma of ``text`` that follows a digit and
+    precedes a ``"`` (whitespace aside), or ``-1``.
+
+    In an ``{"name": id, ...}`` object that is the comma between two
+    entries. It may also lie inside a name (``"a5, "``), but then the text
+    before it ends inside an unterminated string and fails to parse, so a
+    wrong cut is always detected.
+    """
+    cut = len(text)
+    while True:
+        cut = text.rfind(',', 0, cut)
+        if cut < 0:
+            return -1
+        i, j = cut - 1, cut + 1
+        while i >= 0 and text[i] in _JSON_SPACE:
+            i -= 1
+        while j < len(text) and text[j] in _JSON_SPACE:
+            j += 1
+        if (i >= 0 and '0' <= text[i] <= '9' and j < len(text)
+                and text[j] == '"'):
+            return cut
+
+
+def _read_id_object_chunked(path: str, chunk_chars: int
+                            ) -> Optional[Dict[str, Any]]:
+    r"""Parses a large ``{"name": id, ...}`` file a chunk of entries at a
+    time, or returns :obj:`None` where that fails (the caller then parses
+    the whole file, which reports any error).
+
+    :func:`json.load` holds the whole text and a second dict of every key
+    (its key memo): at Wiki-One size (4.8 M entries, 100 MB) that is about
+    150 MB more at the peak. Merging the chunks' dicts in order gives the
+    same dict, duplicate keys included (the later value wins in the first
+    key's position in both).
+    """
+    out: Dict[str, Any] = {}
+    rest, first = '', True
+    try:
+        with open_text(path) as f:
+            while True:
+                block = f.read(chunk_chars)
+                if not block:
+                    break
+                text = rest + block
+                cut = _last_entry_break(text)
+                if cut < 0:
+                    rest = text
+                    continue
+                piece = json.loads(('' if first else '{') + text[:cut] + '}')
+                if not isinstance(piece, dict):
+                    return None
+                out.update(piece)
+                rest, first = text[cut + 1:], False
+                del text, piece
+        last = json.loads(('' if first else '{') + rest)
+    except (ValueError, OSError, EOFError):
+        return None  # malformed (or a cut inside a name): parse it whole
+    if not isinstance(last, dict):
+        return None
+    out.update(last)
+    return out
+
+
+def read_ent2ids(path: str, chunk_chars: int = PATH_GRAPH_CHUNK
+                 ) -> Tuple[Dict[str, int], List[str]]:
     r"""Reads ``ent2ids``: returns the ``{entity: id}`` map and the entity
-    names by id. Ids must be the integers ``0 .. N-1``, each used once."""
-    ent2id = _expect_object(read_json(path), path, '{entity: id}')
+    names by id. Ids must be the integers ``0 .. N-1``, each used once.
+
+    Args:
+        path (str): The file (plain or ``.gz``).
+        chunk_chars (int): Characters parsed at a time.
+    """
+    ent2id = _read_id_object_chunked(path, chunk_chars)
+    if ent2id is None:
+        ent2id = _expect_object(read_json(path), path, '{entity: id}')
     if not ent2id:
         raise FewShotDataError(f"{path}: no entities")
     keys = list(ent2id)
@@ -570,6 +645,9 @@ def read_fewshot_folder(
                     f"'{rel}'")
 
     extra, skipped = read_e1rel_e2(file('e1rel_e2.json'), ent2id, task_names)
+    # The name -> id map is the largest Python object at Wiki-One size
+    # (4.8 M entries): drop it before the builder's peak.
+    del ent2id
     if skipped:
         logger.warning(
             "%s: %d key(s) end with no task relation of this dataset and "

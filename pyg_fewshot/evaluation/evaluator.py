@@ -1,6 +1,6 @@
 r"""The published few-shot evaluation protocol, batched and vectorised."""
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -9,6 +9,7 @@ from torch_geometric.data import HeteroData
 from ..data.hetero import (ENTITY, candidates, is_true_triple,
                            split_relations, task_triples)
 from ..data.sampler import sample_negative_tails
+from ..meta import distributed as dist_utils
 from ..meta.learner import MetaLearner
 from ..models.base import FewShotModel
 from .ranking import ranking_metrics, count_rank_terms, summarize
@@ -25,7 +26,8 @@ def evaluate(model: FewShotModel, data: HeteroData, split: str = 'test',
              ties_policy: str = 'mean', candidate_set: str = 'relation',
              chunk_size: int = 1 << 22, seed: int = 0,
              device: Optional[torch.device] = None,
-             relations: Optional[Tensor] = None) -> Dict[str, Any]:
+             relations: Optional[Tensor] = None,
+             distributed: bool = False) -> Dict[str, Any]:
     r"""Ranks the tail of every query of a split with the published protocol.
 
     For each task relation of ``split``, the support set is its first ``K``
@@ -60,6 +62,10 @@ def evaluate(model: FewShotModel, data: HeteroData, split: str = 'test',
             model's).
         relations (torch.Tensor, optional): Evaluate only these task
             relation ids of the split.
+        distributed (bool, optional): Inside a :mod:`torch.distributed` job,
+            split the relations over the ranks (every rank must call this)
+            and gather the results, so each rank returns the full result.
+            (default: :obj:`False`)
 
     Returns:
         A dict with micro-averaged ``mrr``, ``hits@1``, ``hits@5``,
@@ -78,10 +84,13 @@ def evaluate(model: FewShotModel, data: HeteroData, split: str = 'test',
     was_training = model.training
     model.eval()
     start_time = time.perf_counter()
-    per_query: List[Dict[str, Tensor]] = []
-    table: Dict[str, Dict[str, Any]] = {}
+    order = rels.tolist()
+    mine = order
+    if distributed and dist_utils.is_distributed():
+        mine = order[dist_utils.get_rank()::dist_utils.get_world_size()]
+    done: Dict[int, Tuple[Dict[str, Tensor], Dict[str, Any]]] = {}
     try:
-        for rel in rels.tolist():
+        for rel in mine:
             trip = task_triples(data, rel)
             if trip.size(0) < shots + 1:
                 raise ValueError(
@@ -101,13 +110,18 @@ def evaluate(model: FewShotModel, data: HeteroData, split: str = 'test',
                 metrics = _rank_relation(model, learner, data, rel, support,
                                          sup_neg, query, cand, ties_policy,
                                          chunk_size, device)
-            per_query.append(metrics)
             row = summarize(metrics)
             row['num_queries'] = query.size(0)
             row['num_candidates'] = cand.numel()
-            table[data.task_relation_names[rel]] = row
+            done[rel] = (metrics, row)
     finally:
         model.train(was_training)
+    if mine is not order:
+        for part in dist_utils.all_gather_objects(done):
+            done.update(part)
+    # Pool in split order, whichever rank ranked which relation.
+    per_query = [done[rel][0] for rel in order]
+    table = {data.task_relation_names[rel]: done[rel][1] for rel in order}
 
     result: Dict[str, Any] = {}
     if per_query:

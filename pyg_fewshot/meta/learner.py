@@ -1,5 +1,5 @@
 r"""The bi-level (inner / outer loop) meta-learning engine."""
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +42,12 @@ class MetaLearner:
     Args:
         model (FewShotModel): The model.
         inner_steps (int, optional): Inner-loop steps. (default: :obj:`1`)
-        inner_lr (float, optional): Inner step size :math:`\beta`; the
-            model's :attr:`default_inner_lr` if :obj:`None` (5.0 for MetaR,
-            0.05 for MoEMeta). (default: :obj:`None`)
+        inner_lr (float or Dict[str, float], optional): Inner step size
+            :math:`\beta`; the model's :attr:`default_inner_lr` if
+            :obj:`None` (5.0 for MetaR, 0.05 for MoEMeta). A dict gives each
+            local parameter its own step (*e.g.* ``{'rel': 5.0, 'p_h':
+            0.05, ...}``); its ``'*'`` entry, if any, serves the keys it
+            does not name. (default: :obj:`None`)
         margin (float, optional): Margin of the ranking loss.
             (default: :obj:`1.0`)
         first_order (bool, optional): Treat inner gradients as constants.
@@ -53,7 +56,8 @@ class MetaLearner:
             loss scaling and gradient leak. (default: :obj:`False`)
     """
     def __init__(self, model: FewShotModel, inner_steps: int = 1,
-                 inner_lr: Optional[float] = None, margin: float = 1.0,
+                 inner_lr: Union[float, Mapping[str, float], None] = None,
+                 margin: float = 1.0,
                  first_order: bool = True,
                  published_quirks: bool = False) -> None:
         if inner_steps < 0:
@@ -62,6 +66,22 @@ class MetaLearner:
         self.inner_steps = inner_steps
         self.inner_lr = (model.default_inner_lr
                          if inner_lr is None else inner_lr)
+        keys = [k for k in model.adapt_keys]
+        if isinstance(self.inner_lr, Mapping):
+            unknown = set(self.inner_lr) - set(keys) - {'*'}
+            missing = [k for k in keys
+                       if k not in self.inner_lr and '*' not in self.inner_lr]
+            if unknown or missing:
+                raise ValueError(
+                    f"inner_lr {dict(self.inner_lr)}: "
+                    + (f"unknown local parameter(s) {sorted(unknown)}; "
+                       if unknown else '')
+                    + (f"no step for {missing}; " if missing else '')
+                    + f"the model adapts {keys} (use '*' for the rest)")
+            self._steps = {k: float(self.inner_lr.get(k, self.inner_lr.get(
+                '*', 0.0))) for k in keys}
+        else:
+            self._steps = {k: float(self.inner_lr) for k in keys}
         self.margin = margin
         self.first_order = first_order
         self.published_quirks = published_quirks
@@ -103,7 +123,7 @@ class MetaLearner:
                                  for k, v in rest.items()})
             else:
                 grads = grad_fn(adapted, rest)
-            local = {**local, **{k: adapted[k] - self.inner_lr * grads[k]
+            local = {**local, **{k: adapted[k] - self._steps[k] * grads[k]
                                  for k in keys}}
         return local
 
@@ -115,12 +135,12 @@ class MetaLearner:
                  ep.query[..., 0], ep.query[..., 1], ep.query_neg)
         flat = torch.cat([p.reshape(-1) for p in parts])
         uniq, inv = torch.unique(flat, return_inverse=True)
-        x = self.model.embed(uniq)[inv]
-        out, start = [], 0
-        for p in parts:
-            out.append(x[start:start + p.numel()].view(*p.shape, -1))
-            start += p.numel()
-        return tuple(out)
+        # index_select and split rather than [] and slices: their backward
+        # passes are an index_add and one cat, where slicing would allocate
+        # a zero tensor of the whole batch for every part.
+        x = self.model.embed(uniq).index_select(0, inv)
+        chunks = x.split([p.numel() for p in parts])
+        return tuple(c.view(*p.shape, -1) for c, p in zip(chunks, parts))
 
     def loss(self, ep: Episode) -> Tuple[Tensor, Dict[str, Tensor]]:
         r"""Outer loss of a meta-batch and detached parts for logging."""

@@ -9,8 +9,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.sampler import EpisodeSampler
+from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_checkpoint
 from .learner import MetaLearner
+from .optim import LazySparseAdam
 
 LAST = 'last.pt'
 BEST = 'best.pt'
@@ -24,8 +26,20 @@ class MetaTrainer:
     Dense global parameters use :class:`torch.optim.Adam`; parameters with
     sparse gradients (the entity table, see
     :meth:`~pyg_fewshot.models.FewShotModel.sparse_parameters`) use
-    :class:`torch.optim.SparseAdam`, so a step touches only the rows of the
-    entities in its meta-batch. Every ``eval_every`` steps ``validate`` is
+    :class:`~pyg_fewshot.meta.LazySparseAdam` (the same updates as
+    :class:`torch.optim.SparseAdam`, with moments only for rows that have
+    had a gradient) or, if asked, :class:`torch.optim.SparseAdam` (dense
+    moments for every row), so a step touches only the rows of the
+    entities in its meta-batch.
+
+    Inside a :mod:`torch.distributed` job (see
+    :mod:`pyg_fewshot.meta.distributed`) every rank runs this loop on its own
+    sampler (its share of the meta-batch, its own seed stream); the replicas
+    start from rank 0's parameters, gradients are averaged over the ranks
+    before clipping and the optimiser step, ``validate`` is called on every
+    rank (it may itself be distributed) and rank 0's score decides, and only
+    rank 0 writes checkpoints; ``last.pt`` holds every rank's sampler and
+    RNG state, so a job resumes with the same number of processes. Every ``eval_every`` steps ``validate`` is
     called (higher is better, *e.g.* dev MRR); the best state is written to
     ``output_dir/best.pt`` and the full training state to
     ``output_dir/last.pt``, both atomically. Training stops after
@@ -55,6 +69,8 @@ class MetaTrainer:
             (default: :obj:`0`)
         amp (bool, optional): Mixed precision (bfloat16 autocast).
             (default: :obj:`False`)
+        sparse_optimizer (str, optional): ``'lazy_adam'`` or
+            ``'sparse_adam'``. (default: :obj:`'lazy_adam'`)
         metadata (dict, optional): Plain values stored in every checkpoint
             (model name and config, dataset, shots ...).
         progress (bool, optional): Show a tqdm bar. (default: :obj:`True`)
@@ -66,12 +82,17 @@ class MetaTrainer:
                  max_steps: int = 10000, eval_every: int = 1000,
                  patience: int = 30, grad_clip: Optional[float] = None,
                  lr_schedule: str = 'constant', warmup_steps: int = 0,
-                 amp: bool = False,
+                 amp: bool = False, sparse_optimizer: str = 'lazy_adam',
                  metadata: Optional[Dict[str, Any]] = None,
                  progress: bool = True) -> None:
         if lr_schedule not in ('constant', 'cosine'):
             raise ValueError(f"Unknown lr_schedule '{lr_schedule}': expected "
                              f"'constant' or 'cosine'")
+        sparse_classes = {'lazy_adam': LazySparseAdam,
+                          'sparse_adam': torch.optim.SparseAdam}
+        if sparse_optimizer not in sparse_classes:
+            raise ValueError(f"Unknown sparse_optimizer '{sparse_optimizer}':"
+                             f" expected one of {sorted(sparse_classes)}")
         self.learner = learner
         self.model = learner.model
         self.sampler = sampler
@@ -83,7 +104,9 @@ class MetaTrainer:
         self.grad_clip = grad_clip
         self.amp = amp
         self.metadata = dict(metadata or {})
-        self.progress = progress
+        self.rank = dist_utils.get_rank()
+        self.world_size = dist_utils.get_world_size()
+        self.progress = progress and self.rank == 0
 
         sparse_ids = {id(p) for p in self.model.sparse_parameters()}
         self.dense_params = [p for p in self.model.parameters()
@@ -95,8 +118,11 @@ class MetaTrainer:
             self.optimizers.append(torch.optim.Adam(
                 self.dense_params, lr=lr, weight_decay=weight_decay))
         if self.sparse_params:
-            self.optimizers.append(torch.optim.SparseAdam(
+            self.optimizers.append(sparse_classes[sparse_optimizer](
                 self.sparse_params, lr=lr))
+        dist_utils.broadcast_module(self.model)
+        self.average_gradients = dist_utils.GradientAverager(
+            self.dense_params, self.sparse_params)
 
         def factor(step: int) -> float:
             if step < warmup_steps:
@@ -131,7 +157,12 @@ class MetaTrainer:
             'bad_evals': self.bad_evals,
             'history': self.history,
             'train_seconds': self.train_seconds,
+            'world_size': self.world_size,
         }
+
+    def _rank_state(self) -> Dict[str, Any]:
+        return {'sampler': self.sampler.state_dict(),
+                'torch_rng': torch.get_rng_state()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.model.load_state_dict(state['model_state'])
@@ -139,13 +170,22 @@ class MetaTrainer:
             opt.load_state_dict(s)
         for sch, s in zip(self.schedulers, state['schedulers']):
             sch.load_state_dict(s)
-        self.sampler.load_state_dict(state['sampler'])
-        torch.set_rng_state(state['torch_rng'])
+        saved_world = state.get('world_size', 1)
+        if saved_world != self.world_size:
+            raise ValueError(
+                f"The checkpoint was written by a job of {saved_world} "
+                f"process(es); resume it with the same number (this job has "
+                f"{self.world_size}), or start afresh (no resume)")
+        own = state['ranks'][self.rank] if 'ranks' in state else state
+        self.sampler.load_state_dict(own['sampler'])
+        torch.set_rng_state(own['torch_rng'])
         for key in ('step', 'best_score', 'best_step', 'bad_evals',
                     'history', 'train_seconds'):
             setattr(self, key, state[key])
 
     def _save_best(self) -> None:
+        if self.rank != 0:
+            return
         save_checkpoint({'metadata': self.metadata,
                          'model_state': self.model.state_dict(),
                          'step': self.step, 'best_score': self.best_score},
@@ -163,6 +203,7 @@ class MetaTrainer:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.average_gradients()
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.dense_params, self.grad_clip)
         for opt in self.optimizers:
@@ -175,6 +216,8 @@ class MetaTrainer:
     def evaluate_now(self) -> bool:
         r"""Validates, checkpoints, and returns whether to stop early."""
         score = self.validate() if self.validate is not None else -math.inf
+        # Every rank must take the same early-stopping decision.
+        score = dist_utils.broadcast_object(score)
         self.history.append({'step': self.step, 'score': score})
         if score > self.best_score or self.validate is None:
             self.best_score, self.best_step, self.bad_evals = (
@@ -182,8 +225,12 @@ class MetaTrainer:
             self._save_best()
         else:
             self.bad_evals += 1
-        save_checkpoint(self.state_dict(),
-                        os.path.join(self.output_dir, LAST))
+        state = self.state_dict()
+        if self.world_size > 1:
+            state['ranks'] = dist_utils.all_gather_objects(self._rank_state())
+        if self.rank == 0:
+            save_checkpoint(state, os.path.join(self.output_dir, LAST))
+        dist_utils.barrier()
         return self.bad_evals >= self.patience
 
     def fit(self, resume: bool = True) -> Dict[str, Any]:
@@ -221,5 +268,6 @@ class MetaTrainer:
 
     def load_best(self) -> None:
         r"""Loads the best checkpoint's weights into the model."""
+        dist_utils.barrier()
         state = load_checkpoint(os.path.join(self.output_dir, BEST))
         self.model.load_state_dict(state['model_state'])

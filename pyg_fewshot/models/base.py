@@ -46,8 +46,9 @@ class FewShotModel(torch.nn.Module):
         raise NotImplementedError
 
     def sparse_parameters(self) -> Tuple[torch.nn.Parameter, ...]:
-        r"""Parameters that receive sparse gradients (optimised with
-        :class:`torch.optim.SparseAdam`)."""
+        r"""Parameters that receive sparse gradients (optimised row-wise by
+        :class:`~pyg_fewshot.meta.LazySparseAdam` in
+        :class:`~pyg_fewshot.meta.MetaTrainer`)."""
         return ()
 
     # Task side -------------------------------------------------------------

@@ -61,6 +61,10 @@ class MoEMeta(FewShotModel):
             (default: :obj:`True`)
         max_neighbors (int, optional): Neighbour cap (sampled in training,
             the first ones at evaluation). (default: :obj:`50`)
+        aggregator_scale (float, optional): Initial learnable scale of the
+            aggregator's residual update (``0.0``: identity at
+            initialisation); :obj:`None` fixes it to 1 as in the paper.
+            (default: :obj:`None`)
         moe (bool, optional): Mixture of experts (else an MLP).
             (default: :obj:`True`)
         mlp_hidden (Sequence[int], optional): Hidden sizes of the MLP
@@ -68,7 +72,9 @@ class MoEMeta(FewShotModel):
         local_adaptation (bool, optional): Use projection vectors adapted in
             the inner loop. (default: :obj:`True`)
         projection (str, optional): ``'transd'`` or ``'paper'``, see
-            :class:`~pyg_fewshot.nn.ProjectionAdapter`.
+            :class:`~pyg_fewshot.nn.ProjectionAdapter`, or ``'none'``: no
+            projection vectors, the inner loop adapts the relation meta
+            alone (as MetaR does).
             (default: :obj:`'transd'`)
         projection_init (str, optional): ``'learned'`` or ``'random'``
             (published code). (default: :obj:`'learned'`)
@@ -103,6 +109,7 @@ class MoEMeta(FewShotModel):
                  renormalize: bool = False, scale_by_k: bool = False,
                  load_balance: float = 0.0, noisy_gating: bool = False,
                  aggregate: bool = True, max_neighbors: Optional[int] = 50,
+                 aggregator_scale: Optional[float] = None,
                  moe: bool = True, mlp_hidden: Sequence[int] = (500, 200),
                  local_adaptation: bool = True, projection: str = 'transd',
                  projection_init: str = 'learned', dropout: float = 0.0,
@@ -117,7 +124,8 @@ class MoEMeta(FewShotModel):
             top_k=top_k, expert_hidden=expert_hidden,
             renormalize=renormalize, scale_by_k=scale_by_k,
             load_balance=load_balance, noisy_gating=noisy_gating,
-            aggregate=aggregate, max_neighbors=max_neighbors, moe=moe,
+            aggregate=aggregate, max_neighbors=max_neighbors,
+            aggregator_scale=aggregator_scale, moe=moe,
             mlp_hidden=list(mlp_hidden), local_adaptation=local_adaptation,
             projection=projection, projection_init=projection_init,
             dropout=dropout, sparse=sparse)
@@ -131,7 +139,8 @@ class MoEMeta(FewShotModel):
                                  'background graph')
             self.relation = torch.nn.Embedding(2 * num_relations, d)
             self.aggregator = AttentiveNeighborAggregator(
-                d, dropout=dropout, max_neighbors=max_neighbors)
+                d, dropout=dropout, max_neighbors=max_neighbors,
+                residual_scale=aggregator_scale)
             ptr, ent, rel = graph
             # Not persistent: the graph comes from the data, not checkpoints.
             self.register_buffer('nbr_ptr', ptr, persistent=False)
@@ -150,10 +159,12 @@ class MoEMeta(FewShotModel):
             self.mlp = MLP([2 * d, *mlp_hidden, d], act='leaky_relu',
                            dropout=0.5, norm=None)
         self.projection: Optional[ProjectionAdapter] = None
-        if local_adaptation:
+        if local_adaptation and projection != 'none':
             self.projection = ProjectionAdapter(d, mode=projection,
                                                 init=projection_init)
             self.adapt_keys = ('rel', 'p_h', 'p_r', 'p_t')
+        elif local_adaptation:
+            self.adapt_keys = ('rel', )
         else:
             self.adapt_keys = ()
         self._pretrained = pretrained

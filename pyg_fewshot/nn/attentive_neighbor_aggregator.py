@@ -32,7 +32,7 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         \qquad g_i = \mathrm{sigmoid}(\boldsymbol{\beta}^{\top}
         \mathbf{c}'_i)
 
-        \mathbf{e}' &= \mathbf{e} + \mathbf{W}_{\mathrm{out}}
+        \mathbf{e}' &= \mathbf{e} + \gamma \, \mathbf{W}_{\mathrm{out}}
         \sum_{i \in \mathcal{N}(e)} \alpha_i \, g_i \, \mathbf{c}'_i
 
     By default (:obj:`attention="softmax"`, :obj:`gate=True`) both the
@@ -43,7 +43,13 @@ class AttentiveNeighborAggregator(torch.nn.Module):
     :math:`\mathbf{W}_{\mathrm{out}}` is the identity when
     :obj:`hidden_dim == embedding_dim` (the default) and a bias-free linear
     map otherwise, so an entity without neighbours keeps exactly its
-    own embedding, :math:`\mathbf{e}' = \mathbf{e}`.
+    own embedding, :math:`\mathbf{e}' = \mathbf{e}`. The residual scale
+    :math:`\gamma` is the constant 1 (as in the paper) unless
+    :obj:`residual_scale` is given: then it is a learnable scalar starting
+    at that value, and :obj:`residual_scale=0.0` makes the layer the
+    identity at initialisation ("ReZero", `Bachlechner et al., 2020
+    <https://arxiv.org/abs/2003.04887>`_), which leaves pretrained
+    embeddings untouched until training has learnt a useful update.
 
     The work is done per edge over a flat edge list, with
     :func:`torch_geometric.utils.softmax` and
@@ -76,6 +82,9 @@ class AttentiveNeighborAggregator(torch.nn.Module):
             (default: :obj:`50`)
         act_kwargs (Dict[str, Any], optional): Arguments of :obj:`act`.
             (default: :obj:`None`)
+        residual_scale (float, optional): Initial value of a learnable
+            scale :math:`\gamma` of the update; :obj:`None` fixes
+            :math:`\gamma = 1`. (default: :obj:`None`)
 
     Shapes:
         - **input:**
@@ -96,6 +105,7 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         dropout: float = 0.0,
         max_neighbors: Optional[int] = 50,
         act_kwargs: Optional[dict] = None,
+        residual_scale: Optional[float] = None,
     ):
         super().__init__()
         if attention not in _ATTENTIONS:
@@ -109,6 +119,7 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         self.use_gate = gate
         self.dropout = dropout
         self.max_neighbors = max_neighbors
+        self.residual_scale = residual_scale
         self.act = activation_resolver(act, **(act_kwargs or {}))
 
         d, hd = embedding_dim, self.hidden_dim
@@ -126,6 +137,9 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         self.lin_out: Optional[torch.nn.Linear] = None
         if hd != d:
             self.lin_out = torch.nn.Linear(hd, d, bias=False)
+        self.gamma: Optional[Parameter] = None
+        if residual_scale is not None:
+            self.gamma = Parameter(torch.empty(()))
 
         self.reset_parameters()
 
@@ -142,6 +156,8 @@ class AttentiveNeighborAggregator(torch.nn.Module):
                 torch.nn.init.uniform_(vec, -vec_bound, vec_bound)
         if self.lin_out is not None:
             self.lin_out.reset_parameters()
+        if self.gamma is not None:
+            torch.nn.init.constant_(self.gamma, self.residual_scale)
 
     def forward_edges(
         self,
@@ -216,6 +232,8 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         agg = scatter(msg, batch, dim=0, dim_size=B, reduce='sum')
         if self.lin_out is not None:
             agg = self.lin_out(agg)
+        if self.gamma is not None:
+            agg = self.gamma * agg
         out = x_center + agg
         if return_attention:
             if weight is None:
@@ -325,4 +343,5 @@ class AttentiveNeighborAggregator(torch.nn.Module):
                 f'hidden_dim={self.hidden_dim}, '
                 f'attention={self.attention}, gate={self.use_gate}, '
                 f'dropout={self.dropout}, '
-                f'max_neighbors={self.max_neighbors})')
+                f'max_neighbors={self.max_neighbors}, '
+                f'residual_scale={self.residual_scale})')

@@ -134,3 +134,30 @@ def test_published_quirks_leak_support_loss(tiny_data):
 def test_negative_inner_steps_rejected():
     with pytest.raises(ValueError, match='inner_steps'):
         MetaLearner(tiny_model(), inner_steps=-1)
+
+
+def test_inner_step_per_local_parameter(tiny_data):
+    from pyg_fewshot.models import MoEMeta
+    torch.manual_seed(0)
+    model = MoEMeta(tiny_data['entity'].num_nodes, 3, embedding_dim=8,
+                    num_experts=4, top_k=2, expert_hidden=8, aggregate=False)
+    ep = EpisodeSampler(tiny_data, 2, batch_size=4, seed=0).sample()
+    sup_h, sup_t, sup_neg, *_ = MetaLearner(model).embed_episode(ep)
+    local, _ = model.init_local(sup_h, sup_t)
+
+    def adapted(inner_lr):
+        return MetaLearner(model, inner_lr=inner_lr).adapt(
+            local, sup_h, sup_t, sup_neg)
+
+    same = adapted(0.3)
+    star = adapted({'*': 0.3})
+    for k in same:
+        assert torch.equal(same[k], star[k])
+    mixed = adapted({'rel': 0.3, '*': 0.0})
+    assert torch.equal(mixed['rel'], same['rel'])
+    for k in ('p_h', 'p_r', 'p_t'):
+        assert torch.equal(mixed[k], local[k])
+    with pytest.raises(ValueError, match='unknown local parameter'):
+        MetaLearner(model, inner_lr={'rel': 1.0, 'bogus': 1.0, '*': 0.1})
+    with pytest.raises(ValueError, match='no step for'):
+        MetaLearner(model, inner_lr={'rel': 1.0})

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pyg_fewshot.data.sampler import EpisodeSampler
-from pyg_fewshot.meta import MetaLearner, MetaTrainer, load_checkpoint
+from pyg_fewshot.meta import (LazySparseAdam, MetaLearner, MetaTrainer,
+                              load_checkpoint)
 from pyg_fewshot.models import MetaR
 
 
@@ -82,5 +83,25 @@ def test_sparse_entity_table_only_updates_touched_rows(tiny_data, tmp_path):
     trainer.train_step()
     changed = (trainer.model.entity.weight != before).any(1)
     assert changed.any() and not (changed & ~touched).any()
-    assert any(isinstance(o, torch.optim.SparseAdam)
-               for o in trainer.optimizers)
+    sparse_opt = [o for o in trainer.optimizers
+                  if isinstance(o, LazySparseAdam)]
+    assert len(sparse_opt) == 1
+    # Moments exist for the touched rows only.
+    assert 0 < sparse_opt[0].num_state_rows() <= int(touched.sum())
+
+
+def test_sparse_optimizer_choice(tiny_data, tmp_path):
+    a = make_trainer(tiny_data, tmp_path / 'a', 1)
+    b = make_trainer(tiny_data, tmp_path / 'b', 1,
+                     sparse_optimizer='sparse_adam')
+    assert any(isinstance(o, torch.optim.SparseAdam) for o in b.optimizers)
+    a.model.load_state_dict(b.model.state_dict())
+    for step in range(3):
+        for trainer in (a, b):  # same dropout masks for both
+            torch.manual_seed(step)
+            trainer.train_step()
+    # Same updates, different bookkeeping.
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
+    with pytest.raises(ValueError, match='sparse_optimizer'):
+        make_trainer(tiny_data, tmp_path / 'c', 1, sparse_optimizer='sgd')

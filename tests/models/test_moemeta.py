@@ -53,7 +53,8 @@ def test_embedding_gradient_is_sparse_and_touches_neighbourhood_only(
 @pytest.mark.parametrize('flags', [
     dict(aggregate=False), dict(moe=False, mlp_hidden=(8, )),
     dict(local_adaptation=False), dict(projection='paper'),
-    dict(projection_init='random'),
+    dict(projection_init='random'), dict(projection='none'),
+    dict(aggregator_scale=0.0),
 ])
 def test_ablation_flags_train_and_evaluate(tiny_data, flags):
     model = small(tiny_data, **flags)
@@ -65,6 +66,9 @@ def test_ablation_flags_train_and_evaluate(tiny_data, flags):
     assert 0 < res['mrr'] <= 1
     if flags.get('local_adaptation') is False:
         assert model.adapt_keys == ()
+        assert model.projection is None
+    if flags.get('projection') == 'none':
+        assert model.adapt_keys == ('rel', )
         assert model.projection is None
 
 
@@ -82,3 +86,9 @@ def test_zero_inner_steps_equals_no_adaptation(tiny_data):
 def test_aggregate_requires_graph():
     with pytest.raises(ValueError, match='needs .graph.'):
         MoEMeta(10, 2)
+
+
+def test_identity_aggregator_at_init_keeps_the_embedding(tiny_data):
+    model = small(tiny_data, aggregator_scale=0.0)
+    idx = torch.arange(10)
+    assert torch.equal(model.embed(idx), model.entity.weight[idx])

@@ -231,7 +231,7 @@ def test_determinism_repr_reset():
     assert not torch.equal(before, a.lin_ent.weight)
     assert repr(a) == ('AttentiveNeighborAggregator(8, hidden_dim=8, '
                        'attention=softmax, gate=True, dropout=0.1, '
-                       'max_neighbors=50)')
+                       'max_neighbors=50, residual_scale=None)')
     with pytest.raises(ValueError):
         AttentiveNeighborAggregator(D, attention='max')
 
@@ -249,3 +249,29 @@ def test_large_tables_take_unique_path():
     out = agg(x_ent, x_rel, index, rowptr, col_ent, col_rel)
     ref = reference(agg, x_ent, x_rel, index, rowptr, col_ent, col_rel)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_residual_scale_zero_is_identity_at_init():
+    torch.manual_seed(3)
+    x = torch.randn(6, D)
+    x_rel = torch.randn(4, D)
+    src = torch.tensor([1, 2, 3, 0, 5])
+    rel = torch.tensor([0, 1, 2, 3, 0])
+    batch = torch.tensor([0, 0, 1, 2, 2])
+    agg = AttentiveNeighborAggregator(D, residual_scale=0.0)
+    assert agg.gamma.item() == 0.0
+    out = agg.forward_edges(x[:3], x_rel, x, batch, rel_index=rel,
+                            ent_index=src)
+    assert torch.equal(out, x[:3])
+    # The scale itself is learnable from the first step.
+    out.pow(2).sum().backward()
+    assert agg.gamma.grad is not None and float(agg.gamma.grad.abs()) > 0
+    # With scale 1 the layer equals the unscaled (paper) layer.
+    torch.manual_seed(4)
+    ref = AttentiveNeighborAggregator(D)
+    torch.manual_seed(4)
+    one = AttentiveNeighborAggregator(D, residual_scale=1.0)
+    args = (x[:3], x_rel, x, batch)
+    kw = dict(rel_index=rel, ent_index=src)
+    assert torch.allclose(ref.forward_edges(*args, **kw),
+                          one.forward_edges(*args, **kw))

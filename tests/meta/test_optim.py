@@ -1,0 +1,140 @@
+import io
+
+import pytest
+import torch
+
+from pyg_fewshot.meta import LazySparseAdam
+
+N, D = 50, 4
+
+
+def sparse_grad(rows, seed, dim=D, num_rows=N):
+    gen = torch.Generator().manual_seed(seed)
+    index = torch.tensor([rows])
+    values = torch.randn(len(rows), dim, generator=gen)
+    return torch.sparse_coo_tensor(index, values, (num_rows, dim),
+                                   check_invariants=True)
+
+
+# Overlapping and new rows; step 3 repeats row 7 (uncoalesced gradient);
+# step 4 touches no row at all.
+STEPS = [[1, 2, 3], [3, 4, 40], [7, 1, 7, 7, 45], [], [2, 49, 0, 40]]
+
+
+def run(opt_cls, steps=STEPS, scheduler=False, **kw):
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(N, D))
+    opt = opt_cls([w], **kw)
+    sch = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+           if scheduler else None)
+    for i, rows in enumerate(steps):
+        w.grad = sparse_grad(rows, seed=i)
+        opt.step()
+        if sch is not None:
+            sch.step()
+    return w, opt
+
+
+@pytest.mark.parametrize('kw', [
+    {}, dict(lr=0.1, betas=(0.5, 0.9), eps=1e-6), dict(maximize=True)])
+def test_matches_sparse_adam(kw):
+    w_ref, ref = run(torch.optim.SparseAdam, **kw)
+    w, opt = run(LazySparseAdam, **kw)
+    assert torch.allclose(w, w_ref, rtol=0, atol=1e-7)
+    assert opt.state[w]['step'] == ref.state[w_ref]['step'] == len(STEPS)
+    s, s_ref = opt.state[w], ref.state[w_ref]
+    rows = s['rows'][:s['num_rows']]
+    assert torch.allclose(s['exp_avg'][:s['num_rows']],
+                          s_ref['exp_avg'][rows], rtol=0, atol=1e-7)
+    assert torch.allclose(s['exp_avg_sq'][:s['num_rows']],
+                          s_ref['exp_avg_sq'][rows], rtol=0, atol=1e-7)
+
+
+def test_lr_schedule():
+    w_ref, _ = run(torch.optim.SparseAdam, scheduler=True, lr=0.05)
+    w, opt = run(LazySparseAdam, scheduler=True, lr=0.05)
+    assert torch.allclose(w, w_ref, rtol=0, atol=1e-7)
+    assert opt.param_groups[0]['lr'] == pytest.approx(0.05 / (1 + len(STEPS)))
+
+
+def test_embedding_rows_only():
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(5000, 8, sparse=True)
+    untouched = emb.weight.detach().clone()
+    opt = LazySparseAdam(emb.parameters(), lr=0.01)
+    index = torch.tensor([[3, 5, 3], [4999, 5, 0]])
+    emb(index).pow(2).sum().backward()
+    opt.step()
+    rows = {0, 3, 5, 4999}
+    assert opt.num_state_rows() == len(rows)
+    s = opt.state[emb.weight]
+    assert set(s['rows'][:s['num_rows']].tolist()) == rows
+    assert int((s['slot'] >= 0).sum()) == len(rows)
+    # Moments for the first 1024 slots, not 2 x 5000 x 8 floats.
+    assert s['exp_avg'].size(0) == 1024
+    assert opt.state_bytes() < 2 * 5000 * 8 * 4
+    other = [i for i in range(5000) if i not in rows]
+    assert torch.equal(emb.weight[other], untouched[other])
+
+
+def test_capacity_doubles_and_caps():
+    w = torch.nn.Parameter(torch.zeros(3000, 2))
+    opt = LazySparseAdam([w])
+    caps = []
+    for start in range(0, 3000, 500):
+        w.grad = sparse_grad(list(range(start, start + 500)), start, dim=2,
+                             num_rows=3000)
+        opt.step()
+        caps.append(opt.state[w]['exp_avg'].size(0))
+    assert caps == [1024, 1024, 2048, 2048, 3000, 3000]
+    assert opt.num_state_rows() == 3000
+
+
+def test_state_dict_round_trip():
+    w, opt = run(LazySparseAdam, steps=STEPS[:3], lr=0.1)
+    sd = opt.state_dict()
+    packed = sd['state'][0]
+    assert set(packed) == {'step', 'rows', 'exp_avg', 'exp_avg_sq'}
+    assert packed['exp_avg'].size(0) == packed['rows'].numel() == 7
+    buf = io.BytesIO()
+    torch.save({'opt': sd, 'w': w.detach().clone()}, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+
+    w2 = torch.nn.Parameter(loaded['w'])
+    opt2 = LazySparseAdam([w2], lr=0.1)
+    opt2.load_state_dict(loaded['opt'])
+    assert opt2.state[w2]['rows'].dtype == torch.long
+    for i, rows in enumerate(STEPS[3:], start=3):
+        for param, o in ((w, opt), (w2, opt2)):
+            param.grad = sparse_grad(rows, seed=i)
+            o.step()
+    assert torch.equal(w, w2)
+    w_ref, _ = run(torch.optim.SparseAdam, lr=0.1)
+    assert torch.allclose(w2, w_ref, rtol=0, atol=1e-7)
+
+
+def test_loads_sparse_adam_state():
+    w_ref, ref = run(torch.optim.SparseAdam, steps=STEPS[:3])
+    w = torch.nn.Parameter(w_ref.detach().clone())
+    opt = LazySparseAdam([w])
+    opt.load_state_dict(ref.state_dict())
+    assert opt.num_state_rows() == 7
+    for i, rows in enumerate(STEPS[3:], start=3):
+        for param, o in ((w, opt), (w_ref, ref)):
+            param.grad = sparse_grad(rows, seed=i)
+            o.step()
+    assert torch.allclose(w, w_ref, rtol=0, atol=1e-7)
+
+
+def test_errors():
+    w = torch.nn.Parameter(torch.zeros(4, 2))
+    opt = LazySparseAdam([w])
+    w.grad = torch.ones(4, 2)
+    with pytest.raises(RuntimeError, match='dense gradients'):
+        opt.step()
+    w.grad = torch.ones(4, 2).to_sparse()  # sparse_dim() == 2
+    with pytest.raises(RuntimeError, match='row-sparse'):
+        opt.step()
+    with pytest.raises(ValueError, match='learning rate'):
+        LazySparseAdam([w], lr=0.0)
