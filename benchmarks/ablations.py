@@ -4,7 +4,13 @@ MetaR, on the bundled UMLS-One or on NELL-One.
 
     python benchmarks/ablations.py --dataset umls-one [--shots 1] \
         [--seeds 0 1 2] [--max-steps 1500] [--output FILE]
-    python benchmarks/ablations.py --dataset nell-one --pretrain ...
+    python benchmarks/ablations.py --dataset nell-one --pretrain \
+        --inner-lr 5 --moemeta-arg aggregator_scale=0.0 \
+        --moemeta-arg projection=none ...
+
+``--moemeta-arg`` and ``--inner-lr`` set the full model's configuration
+(every MoEMeta variant starts from it and changes one part); MetaR keeps
+its own defaults.
 
 Every run goes through ``pyg-fewshot train``; finished runs in
 ``--runs-dir`` are reused.
@@ -22,8 +28,12 @@ VARIANTS = [
     ('w/o neighbour aggregation', 'moemeta', ['aggregate=False']),
     ('MLP instead of MoE', 'moemeta', ['moe=False']),
     ('w/o local adaptation', 'moemeta', ['local_adaptation=False']),
+    ('w/o projection vectors (inner loop on the relation meta only)',
+     'moemeta', ['projection=none']),
     ('MetaR', 'metar', []),
 ]
+KEYS = ['full', 'no-aggregation', 'mlp', 'no-local', 'no-projection',
+        'metar']
 
 
 def main() -> None:
@@ -38,6 +48,12 @@ def main() -> None:
     parser.add_argument('--eval-every', type=int, default=250)
     parser.add_argument('--batch-size', type=int, default=1024)
     parser.add_argument('--pretrain', action='store_true')
+    parser.add_argument('--variants', nargs='+', default=KEYS, choices=KEYS)
+    parser.add_argument('--moemeta-arg', action='append', default=[],
+                        metavar='KEY=VALUE',
+                        help='model argument of every MoEMeta variant')
+    parser.add_argument('--inner-lr', default=None,
+                        help='inner step of every MoEMeta variant')
     parser.add_argument('--runs-dir', default=None)
     parser.add_argument('--output', default=None)
     args = parser.parse_args()
@@ -47,8 +63,11 @@ def main() -> None:
         dataset = shared_dataset('nell-one', args.data)
     else:
         dataset = args.dataset
+    config = ''.join(f'_{kv}' for kv in args.moemeta_arg) + (
+        f'_beta{args.inner_lr}' if args.inner_lr else '')
     runs_dir = args.runs_dir or os.path.join(
-        'runs', 'ablations', os.path.basename(dataset.rstrip('/')))
+        'runs', 'ablations', os.path.basename(dataset.rstrip('/')) +
+        config.replace('=', '-').replace(',', '_').replace('*', 'rest'))
 
     lines = [
         f'### Ablations on {os.path.basename(dataset.rstrip("/"))}, '
@@ -60,7 +79,19 @@ def main() -> None:
         '| variant | MRR | Hits@1 | Hits@5 | Hits@10 | train s / run |',
         '|---|---|---|---|---|---|'
     ]
-    for label, model, flags in VARIANTS:
+    base_args = ([f'--inner-lr {args.inner_lr}'] if args.inner_lr else []) + \
+        [f'--model-arg {kv}' for kv in args.moemeta_arg]
+    if base_args:
+        lines[3:3] = ['Every MoEMeta variant: ' + ' '.join(
+            f'`{b}`' for b in base_args) + ', plus the change it names.', '']
+    for key, (label, model, flags) in zip(KEYS, VARIANTS):
+        if key not in args.variants:
+            continue
+        if model == 'moemeta':
+            # The variant's own change wins over the base configuration.
+            own = {f.split('=')[0] for f in flags}
+            flags = [kv for kv in args.moemeta_arg
+                     if kv.split('=')[0] not in own] + flags
         runs = []
         for seed in args.seeds:
             tag = label.split(' (')[0].replace(' ', '_').replace('/', '')
@@ -72,6 +103,8 @@ def main() -> None:
                     str(args.batch_size), '--output', out, '--quiet']
             if args.pretrain:
                 argv.append('--pretrain')
+            if model == 'moemeta' and args.inner_lr:
+                argv += ['--inner-lr', args.inner_lr]
             for f in flags:
                 argv += ['--model-arg', f]
             t0 = time.perf_counter()

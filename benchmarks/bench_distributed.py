@@ -14,6 +14,7 @@ global batch is split evenly, so N processes do the same work per step as
 one (strong scaling).
 """
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -35,7 +36,8 @@ def worker(cfg: dict) -> None:
     try:
         data = load_dataset(cfg['data'], root=cfg['root'])[0]
         torch.manual_seed(0)
-        model = build_model(cfg['model'], data).to(device)
+        model = build_model(cfg['model'], data,
+                            **cfg['model_kwargs']).to(device)
         sampler = EpisodeSampler(
             data, cfg['shots'], 3,
             dist_utils.split_batch_size(cfg['batch_size'], world), 'train',
@@ -84,6 +86,8 @@ def main() -> None:
                         help="any dataset name or folder, e.g. 'umls-one', "
                         'instead of NELL-One')
     parser.add_argument('--model', default='moemeta')
+    parser.add_argument('--model-arg', action='append', default=[],
+                        metavar='KEY=VALUE', help='model argument')
     parser.add_argument('--shots', type=int, default=1)
     parser.add_argument('--batch-size', type=int, default=1024)
     parser.add_argument('--nproc', type=int, nargs='+', default=[1, 2])
@@ -97,6 +101,13 @@ def main() -> None:
     args = parser.parse_args()
     data = args.dataset or shared_dataset('nell-one', args.data)
     load_dataset(data, root=args.root)  # process once, before the workers
+    model_kwargs = {}
+    for kv in args.model_arg:
+        key, _, value = kv.partition('=')
+        try:
+            model_kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            model_kwargs[key] = value
 
     rows = []
     base = None
@@ -104,6 +115,7 @@ def main() -> None:
         for n in args.nproc:
             result = os.path.join(tmp, f'nproc{n}.json')
             cfg = dict(data=data, root=args.root, model=args.model,
+                       model_kwargs=model_kwargs,
                        shots=args.shots, batch_size=args.batch_size,
                        steps=args.steps, warmup=args.warmup,
                        device=args.device, result=result)
@@ -120,7 +132,8 @@ def main() -> None:
     text = '\n'.join([
         f'Command: `python {" ".join(sys.argv)}`  ',
         f'Machine: {machine()}  ',
-        f'Data: {data}; model {args.model}, {args.shots}-shot, global '
+        f'Data: {data}; model {args.model} {model_kwargs or ""}, '
+        f'{args.shots}-shot, global '
         f'meta-batch {args.batch_size}, device {args.device}; median of '
         f'{args.steps} steps after {args.warmup} warm-up steps '
         f'(slowest rank per step)',

@@ -33,6 +33,13 @@ CANDIDATES = {
                          ['--inner-lr', '5', '--model-arg',
                           'aggregator_scale=0.0', '--model-arg',
                           'projection=none']),
+    'rezero_noproj_fixednbr_b5': ('identity-at-init aggregator, no '
+                                  'projection vectors, beta 5, the first 50 '
+                                  'neighbours in training too',
+                                  ['--inner-lr', '5', '--model-arg',
+                                   'aggregator_scale=0.0', '--model-arg',
+                                   'projection=none', '--model-arg',
+                                   'sample_neighbors=False']),
     'noagg_b5': ('no aggregator, beta 5',
                  ['--inner-lr', '5', '--model-arg', 'aggregate=False']),
     'noagg_rel5': ('no aggregator, beta 5 on the relation meta, 0.05 on '

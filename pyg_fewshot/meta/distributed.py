@@ -252,7 +252,8 @@ class GradientAverager:
             return
         pad = size - index.numel()
         index = torch.cat([index, index.new_zeros(pad)])
-        values = torch.cat([values, values.new_zeros((pad, *values.shape[1:]))])
+        values = torch.cat([values,
+                            values.new_zeros((pad, *values.shape[1:]))])
         all_index = [torch.empty_like(index) for _ in range(world)]
         all_values = [torch.empty_like(values) for _ in range(world)]
         dist.all_gather(all_index, index, group=self.group)

@@ -65,6 +65,11 @@ class MoEMeta(FewShotModel):
             aggregator's residual update (``0.0``: identity at
             initialisation); :obj:`None` fixes it to 1 as in the paper.
             (default: :obj:`None`)
+        sample_neighbors (bool, optional): In training, aggregate over a
+            random subset of ``max_neighbors`` neighbours of a hub entity;
+            :obj:`False` uses the first ``max_neighbors`` (CSR order) in
+            training as in evaluation, like the published code.
+            (default: :obj:`True`)
         moe (bool, optional): Mixture of experts (else an MLP).
             (default: :obj:`True`)
         mlp_hidden (Sequence[int], optional): Hidden sizes of the MLP
@@ -110,6 +115,7 @@ class MoEMeta(FewShotModel):
                  load_balance: float = 0.0, noisy_gating: bool = False,
                  aggregate: bool = True, max_neighbors: Optional[int] = 50,
                  aggregator_scale: Optional[float] = None,
+                 sample_neighbors: bool = True,
                  moe: bool = True, mlp_hidden: Sequence[int] = (500, 200),
                  local_adaptation: bool = True, projection: str = 'transd',
                  projection_init: str = 'learned', dropout: float = 0.0,
@@ -125,7 +131,8 @@ class MoEMeta(FewShotModel):
             renormalize=renormalize, scale_by_k=scale_by_k,
             load_balance=load_balance, noisy_gating=noisy_gating,
             aggregate=aggregate, max_neighbors=max_neighbors,
-            aggregator_scale=aggregator_scale, moe=moe,
+            aggregator_scale=aggregator_scale,
+            sample_neighbors=sample_neighbors, moe=moe,
             mlp_hidden=list(mlp_hidden), local_adaptation=local_adaptation,
             projection=projection, projection_init=projection_init,
             dropout=dropout, sparse=sparse)
@@ -146,6 +153,7 @@ class MoEMeta(FewShotModel):
             self.register_buffer('nbr_ptr', ptr, persistent=False)
             self.register_buffer('nbr_ent', ent, persistent=False)
             self.register_buffer('nbr_rel', rel, persistent=False)
+        self.sample_neighbors = sample_neighbors
         self.moe: Optional[SparseMoERelationMeta] = None
         self.mlp: Optional[MLP] = None
         if moe:
@@ -214,7 +222,7 @@ class MoEMeta(FewShotModel):
                                         return_inverse=True)
         pos, batch = csr_gather(self.nbr_ptr, centers,
                                 self.aggregator.max_neighbors,
-                                sample=self.training)
+                                sample=self.training and self.sample_neighbors)
         nbr_ent = self.nbr_ent[pos]
         # Look up every needed row once through the (sparse) embedding, so
         # a step touches only these rows of the entity table.

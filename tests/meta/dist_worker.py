@@ -2,7 +2,7 @@ r"""Worker of ``test_distributed.py``, started by ``torchrun`` (so the real
 launch path, environment variables and gloo rendezvous are exercised).
 
     python -m torch.distributed.run --standalone --nproc-per-node 2 \
-        tests/meta/dist_worker.py OUT_DIR STEPS
+        tests/meta/dist_worker.py OUT_DIR STEPS|averager
 
 Each rank meta-trains a deterministic MoEMeta (no dropout, every neighbour
 used) on its half of the meta-batch, then evaluates the test split with the
@@ -74,6 +74,32 @@ def main(out_dir: str, steps: int) -> None:
     dist_utils.cleanup()
 
 
+def averager(out_dir: str) -> None:
+    r"""Edge cases of :class:`GradientAverager`: a gradient on one rank
+    only, on no rank, and sparse gradients with different rows (and
+    duplicates) on each rank."""
+    rank, world, _ = dist_utils.init_distributed()
+    both = torch.nn.Parameter(torch.zeros(3))
+    one = torch.nn.Parameter(torch.zeros(2))
+    none = torch.nn.Parameter(torch.zeros(2))
+    table = torch.nn.Parameter(torch.zeros(5, 2))
+    both.grad = torch.full((3, ), 1.0 + 2 * rank)
+    if rank == 0:
+        one.grad = torch.tensor([4.0, -2.0])
+    rows = [torch.tensor([0, 2]), torch.tensor([2, 3, 3])][rank]
+    table.grad = torch.sparse_coo_tensor(
+        rows.unsqueeze(0), torch.ones(rows.numel(), 2) * (rank + 1), (5, 2))
+    dist_utils.GradientAverager([both, one, none], [table])()
+    torch.save({'both': both.grad, 'one': one.grad, 'none': none.grad,
+                'table': table.grad.to_dense(),
+                'table_sparse': table.grad.is_sparse},
+               os.path.join(out_dir, f'avg{rank}.pt'))
+    dist_utils.cleanup()
+
+
 if __name__ == '__main__':
     torch.set_num_threads(1)
-    main(sys.argv[1], int(sys.argv[2]))
+    if sys.argv[2] == 'averager':
+        averager(sys.argv[1])
+    else:
+        main(sys.argv[1], int(sys.argv[2]))

@@ -121,6 +121,27 @@ def test_resume_needs_the_same_number_of_processes(two_rank_run, tmp_path):
         trainer.load_state_dict(load_checkpoint(str(out / 'last.pt')))
 
 
+def test_gradient_averager_edge_cases(tmp_path):
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+           '--nproc-per-node', '2', WORKER, str(tmp_path), 'averager']
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for rank in range(2):
+        out = torch.load(tmp_path / f'avg{rank}.pt', weights_only=True)
+        assert torch.equal(out['both'], torch.full((3, ), 2.0))
+        # A gradient on one rank only is averaged with zeros ...
+        assert torch.equal(out['one'], torch.tensor([2.0, -1.0]))
+        # ... and none on any rank stays None (Adam skips the parameter).
+        assert out['none'] is None
+        assert out['table_sparse']
+        expected = torch.zeros(5, 2)
+        expected[0] = 0.5
+        expected[2] = 0.5 + 1.0
+        expected[3] = 2.0
+        assert torch.equal(out['table'], expected)
+
+
 def test_rank_seeds_and_batch_split():
     assert dist_utils.rank_seed(7, 0) == 7
     seeds = {dist_utils.rank_seed(7, r) for r in range(8)}
