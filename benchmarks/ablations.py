@@ -82,7 +82,7 @@ def main() -> None:
     base_args = ([f'--inner-lr {args.inner_lr}'] if args.inner_lr else []) + \
         [f'--model-arg {kv}' for kv in args.moemeta_arg]
     if base_args:
-        lines[3:3] = ['Every MoEMeta variant: ' + ' '.join(
+        lines[4:4] = ['Every MoEMeta variant: ' + ' '.join(
             f'`{b}`' for b in base_args) + ', plus the change it names.', '']
     for key, (label, model, flags) in zip(KEYS, VARIANTS):
         if key not in args.variants:

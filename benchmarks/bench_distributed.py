@@ -54,6 +54,10 @@ def worker(cfg: dict) -> None:
                 average()
                 sync_times.append(time.perf_counter() - t)
 
+            if not cfg['sync']:
+                # Contention check: the same processes and per-rank work,
+                # but no gradient exchange.
+                average = lambda: None  # noqa: E731
             trainer.average_gradients = timed_average
             for _ in range(cfg['warmup']):
                 trainer.train_step()
@@ -94,6 +98,10 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--no-sync', action='store_true',
+                        help='skip the gradient all-reduce: measures how '
+                        'much N processes slow each other down by sharing '
+                        'the machine alone')
     parser.add_argument('--root', default=None,
                         help='processed-data cache (default: the library '
                         'default)')
@@ -118,7 +126,8 @@ def main() -> None:
                        model_kwargs=model_kwargs,
                        shots=args.shots, batch_size=args.batch_size,
                        steps=args.steps, warmup=args.warmup,
-                       device=args.device, result=result)
+                       device=args.device, result=result,
+                       sync=not args.no_sync)
             dist_utils.launch(worker, n, (cfg, ))
             with open(result) as f:
                 res = json.load(f)
@@ -131,12 +140,15 @@ def main() -> None:
 
     text = '\n'.join([
         f'Command: `python {" ".join(sys.argv)}`  ',
-        f'Machine: {machine()}  ',
+        f'Machine: {machine()} (launcher); workers: '
+        f"{os.environ.get('OMP_NUM_THREADS', '1')} torch thread(s) each  ',
         f'Data: {data}; model {args.model} {model_kwargs or ""}, '
         f'{args.shots}-shot, global '
         f'meta-batch {args.batch_size}, device {args.device}; median of '
         f'{args.steps} steps after {args.warmup} warm-up steps '
-        f'(slowest rank per step)',
+        f'(slowest rank per step)' + ('; NO gradient all-reduce '
+                                       '(--no-sync)' if args.no_sync
+                                       else ''),
         '',
         '| processes | ms / step | steps / s | tasks / s | all-reduce ms '
         '| speed-up |',

@@ -37,8 +37,8 @@ def main() -> None:
                   for c, g in groups.items()}
         cells = [f"{groups[c]['mrr']:.3f}" if c in groups else '—'
                  for c in order]
-        lines.append(f"| {res['model']} {res['shots']}-shot "
-                     f"(seed {res['seed']}) | " + ' | '.join(cells) + ' |')
+        lines.append(f"| `{os.path.basename(run.rstrip('/'))}` | "
+                     + ' | '.join(cells) + ' |')
     if counts:
         lines.append('| relations / queries (last run) | ' + ' | '.join(
             f'{counts[c][0]} / {counts[c][1]}' if c in counts else '0'

@@ -276,6 +276,9 @@ def _worker(local_rank: int, fn: Callable[..., Any], args: Tuple[Any, ...],
     os.environ.update(env)
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank),
                       WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc))
+    # torch read OMP_NUM_THREADS when this interpreter imported it, which
+    # may have been before the variable was set: apply it explicitly.
+    torch.set_num_threads(int(env['OMP_NUM_THREADS']))
     fn(*args)
 
 
@@ -299,6 +302,16 @@ def launch(fn: Callable[..., Any], nproc: int,
     # torchrun's default: several processes each running a full OpenMP
     # team would oversubscribe the cores.
     env['OMP_NUM_THREADS'] = os.environ.get('OMP_NUM_THREADS', '1')
-    torch.multiprocessing.start_processes(
-        _worker, args=(fn, args, nproc, env), nprocs=nproc, join=True,
-        start_method='spawn')
+    # Spawned interpreters inherit this environment and import torch
+    # before _worker runs, so the thread count must be set here already.
+    saved = os.environ.get('OMP_NUM_THREADS')
+    os.environ['OMP_NUM_THREADS'] = env['OMP_NUM_THREADS']
+    try:
+        torch.multiprocessing.start_processes(
+            _worker, args=(fn, args, nproc, env), nprocs=nproc, join=True,
+            start_method='spawn')
+    finally:
+        if saved is None:
+            del os.environ['OMP_NUM_THREADS']
+        else:
+            os.environ['OMP_NUM_THREADS'] = saved
