@@ -182,6 +182,7 @@ def _train(args: argparse.Namespace) -> Dict[str, Any]:
                           lr=args.lr, max_steps=args.max_steps,
                           eval_every=args.eval_every, patience=args.patience,
                           grad_clip=args.grad_clip, amp=args.amp,
+                          sparse_lr=args.entity_lr,
                           metadata=metadata, progress=not args.quiet)
     summary = trainer.fit(resume=not args.no_resume)
     trainer.load_best()
@@ -203,6 +204,7 @@ def _train(args: argparse.Namespace) -> Dict[str, Any]:
         test_random_baseline=chance_level(data, 'test', args.shots),
         model_kwargs=model_kwargs, learner=learner_kwargs,
         batch_size=args.batch_size, num_queries=args.num_queries, nproc=world,
+        lr=args.lr, entity_lr=args.entity_lr,
         pretrain=args.pretrain, history=summary['history'],
         version=__version__)
     atomic_write_json(results, os.path.join(args.output, 'results.json'))
@@ -312,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--eval-every', type=int, default=200)
     p.add_argument('--patience', type=int, default=30)
     p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--entity-lr', type=float, default=None,
+                   help='learning rate of the entity table (default: --lr; '
+                   '0 freezes it, e.g. to keep pretrained vectors)')
     p.add_argument('--grad-clip', type=float, default=None)
     p.add_argument('--dim', type=int, default=None,
                    help='embedding size (default: the model default, or '

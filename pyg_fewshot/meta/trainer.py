@@ -71,6 +71,10 @@ class MetaTrainer:
             (default: :obj:`False`)
         sparse_optimizer (str, optional): ``'lazy_adam'`` or
             ``'sparse_adam'``. (default: :obj:`'lazy_adam'`)
+        sparse_lr (float, optional): Learning rate of the sparse parameters
+            (the entity table); :obj:`None` means :obj:`lr`, and ``0``
+            freezes them (``requires_grad=False``, so no gradient is even
+            computed for them). (default: :obj:`None`)
         metadata (dict, optional): Plain values stored in every checkpoint
             (model name and config, dataset, shots ...).
         progress (bool, optional): Show a tqdm bar. (default: :obj:`True`)
@@ -83,6 +87,7 @@ class MetaTrainer:
                  patience: int = 30, grad_clip: Optional[float] = None,
                  lr_schedule: str = 'constant', warmup_steps: int = 0,
                  amp: bool = False, sparse_optimizer: str = 'lazy_adam',
+                 sparse_lr: Optional[float] = None,
                  metadata: Optional[Dict[str, Any]] = None,
                  progress: bool = True) -> None:
         if lr_schedule not in ('constant', 'cosine'):
@@ -109,6 +114,11 @@ class MetaTrainer:
         self.progress = progress and self.rank == 0
 
         sparse_ids = {id(p) for p in self.model.sparse_parameters()}
+        if sparse_lr is not None and sparse_lr < 0:
+            raise ValueError(f"'sparse_lr' must be >= 0 (got {sparse_lr})")
+        if sparse_lr == 0:
+            for p in self.model.sparse_parameters():
+                p.requires_grad_(False)
         self.dense_params = [p for p in self.model.parameters()
                              if p.requires_grad and id(p) not in sparse_ids]
         self.sparse_params = [p for p in self.model.parameters()
@@ -119,7 +129,8 @@ class MetaTrainer:
                 self.dense_params, lr=lr, weight_decay=weight_decay))
         if self.sparse_params:
             self.optimizers.append(sparse_classes[sparse_optimizer](
-                self.sparse_params, lr=lr))
+                self.sparse_params,
+                lr=lr if sparse_lr is None else sparse_lr))
         dist_utils.broadcast_module(self.model)
         self.average_gradients = dist_utils.GradientAverager(
             self.dense_params, self.sparse_params)

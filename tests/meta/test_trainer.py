@@ -105,3 +105,21 @@ def test_sparse_optimizer_choice(tiny_data, tmp_path):
         assert torch.allclose(pa, pb, atol=1e-6)
     with pytest.raises(ValueError, match='sparse_optimizer'):
         make_trainer(tiny_data, tmp_path / 'c', 1, sparse_optimizer='sgd')
+
+
+def test_sparse_lr_sets_or_freezes_the_entity_table(tiny_data, tmp_path):
+    slow = make_trainer(tiny_data, tmp_path / 'slow', 1, sparse_lr=1e-5)
+    lrs = [g['lr'] for o in slow.optimizers for g in o.param_groups]
+    assert sorted(lrs) == [1e-5, 1e-3]
+
+    frozen = make_trainer(tiny_data, tmp_path / 'frozen', 1, sparse_lr=0.0)
+    assert not frozen.model.entity.weight.requires_grad
+    assert frozen.sparse_params == []
+    before = frozen.model.entity.weight.detach().clone()
+    dense_before = [p.detach().clone() for p in frozen.dense_params]
+    frozen.train_step()
+    assert torch.equal(frozen.model.entity.weight, before)
+    assert any(not torch.equal(p, q)
+               for p, q in zip(frozen.dense_params, dense_before))
+    with pytest.raises(ValueError, match='sparse_lr'):
+        make_trainer(tiny_data, tmp_path / 'bad', 1, sparse_lr=-1.0)
