@@ -32,6 +32,14 @@ def machine() -> str:
             f"{time.strftime('%Y-%m-%d')}")
 
 
+def load_average() -> str:
+    """The 1/5/15-minute load averages, for a benchmark's header."""
+    try:
+        return ' / '.join(f'{x:.2f}' for x in os.getloadavg())
+    except OSError:
+        return 'n/a'
+
+
 def median_time(fn: Callable[[], object], repeats: int = 5,
                 warmup: int = 1) -> float:
     for _ in range(warmup):

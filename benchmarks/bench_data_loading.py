@@ -143,14 +143,9 @@ def machine() -> str:
     return f'{cpu}, {os.cpu_count()} cores'
 
 
-def load() -> str:
-    try:
-        return ' / '.join(f'{x:.2f}' for x in os.getloadavg())
-    except OSError:
-        return 'n/a'
-
-
 def main(argv: Optional[List[str]] = None) -> int:
+    # _common imports torch: keep it out of the measured worker processes.
+    from _common import load_average, write_output
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--data', help='NELL-One folder (default: '
                         '$PYG_FEWSHOT_SHARED_DATA/nell-one or '
@@ -195,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
 
     rows = []
-    load_before = load()
+    load_before = load_average()
     tmp = tempfile.mkdtemp(prefix='bench_data_')
     try:
         root = osp.join(tmp, 'nell-one')
@@ -215,7 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}  ",
         f'Command: `{cmd.strip()}`  ',
         f'Machine: {machine()}; load average (1/5/15 min) before '
-        f'{load_before}, after {load()}  ',
+        f'{load_before}, after {load_average()}  ',
         f'Software: Python {platform.python_version()}, torch '
         f'{torch.__version__}, torch_geometric {torch_geometric.__version__}'
         f'  ',
@@ -228,8 +223,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         t = '' if sec is None else f'{sec:.2f}'
         lines.append(f'| {name} | {t} | {rss:.0f} | {note} |')
     table = '\n'.join(lines) + '\n'
-    # _common imports torch: keep it out of the measured worker processes.
-    from _common import write_output
     write_output(table, args.output)
     return 0
 

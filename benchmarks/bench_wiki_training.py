@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from _common import add_timing_args, machine, write_output
+from _common import add_timing_args, load_average, machine, write_output
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 WIKI = dict(num_entities=4_838_244, num_background_relations=639,
@@ -190,13 +190,6 @@ def run(name: str, args: argparse.Namespace) -> Dict:
     raise RuntimeError(f'{name} failed:\n{proc.stdout}\n{proc.stderr}')
 
 
-def load() -> str:
-    try:
-        return ' / '.join(f'{x:.2f}' for x in os.getloadavg())
-    except OSError:
-        return 'n/a'
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--steps', type=int, default=20,
@@ -221,7 +214,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         worker(args)
         return 0
 
-    load_before = load()
+    load_before = load_average()
     results = []
     for name in args.optimizers:
         results.append(run(name, args))
@@ -240,7 +233,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f'{cmd.strip()}`  ',
         f'Machine: {machine()}, {os.cpu_count()} cores, torch threads in '
         f"the workers: {r0['threads']}; load average "
-        f'(1/5/15 min) before {load_before}, after {load()}  ',
+        f'(1/5/15 min) before {load_before}, after {load_average()}  ',
         f'Software: Python {platform.python_version()}, torch '
         f'{torch.__version__}, torch_geometric {torch_geometric.__version__}'
         f'  ',

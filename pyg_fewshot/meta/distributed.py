@@ -223,7 +223,8 @@ class GradientAverager:
         for p, count in zip(params, flat[-len(params):].tolist()):
             n = p.numel()
             if count > 0:
-                p.grad = flat[start:start + n].view_as(p).clone()
+                # A view: flat is this call's own buffer.
+                p.grad = flat[start:start + n].view_as(p)
             else:
                 p.grad = None
             start += n

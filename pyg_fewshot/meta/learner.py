@@ -66,7 +66,7 @@ class MetaLearner:
         self.inner_steps = inner_steps
         self.inner_lr = (model.default_inner_lr
                          if inner_lr is None else inner_lr)
-        keys = [k for k in model.adapt_keys]
+        keys = list(model.adapt_keys)
         if isinstance(self.inner_lr, Mapping):
             unknown = set(self.inner_lr) - set(keys) - {'*'}
             missing = [k for k in keys
