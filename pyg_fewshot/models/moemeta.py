@@ -5,11 +5,12 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
+from torch_geometric.index import index2ptr
 from torch_geometric.nn import MLP
 
 from ..nn import (AttentiveNeighborAggregator, ProjectionAdapter,
                   SparseMoERelationMeta)
-from ..nn._dispatch import csr_gather
+from ..nn._dispatch import csr_gather, unique_pairs
 from .base import FewShotModel, Local, expand_task, init_entity_embedding
 
 
@@ -223,17 +224,32 @@ class MoEMeta(FewShotModel):
         pos, batch = csr_gather(self.nbr_ptr, centers,
                                 self.aggregator.max_neighbors,
                                 sample=self.training and self.sample_neighbors)
-        nbr_ent = self.nbr_ent[pos]
-        # Look up every needed row once through the (sparse) embedding, so
-        # a step touches only these rows of the entity table.
-        ids, row = torch.unique(torch.cat([centers, nbr_ent]),
-                                return_inverse=True)
-        table = self.entity(ids)
+        # One message per distinct (relation, neighbour) pair: hubs are
+        # reached from many centres of a batch (NELL-One: ~1.7 edges/pair).
+        pair_rel, pair_ent, pair_index = unique_pairs(
+            self.nbr_rel.index_select(0, pos),
+            self.nbr_ent.index_select(0, pos), self.entity.num_embeddings)
+        # The aggregator's entity projection runs on the distinct neighbours
+        # only; centres that are nobody's neighbour in this batch are
+        # appended after them, so that one lookup through the (sparse)
+        # embedding covers every row a step touches, each once.
+        nbr_ids, ent_index = torch.unique(pair_ent, return_inverse=True)
+        num_nbr = nbr_ids.numel()
+        at = torch.searchsorted(nbr_ids, centers).clamp_(max=max(num_nbr - 1,
+                                                                 0))
+        found = nbr_ids[at] == centers if num_nbr > 0 else \
+            torch.zeros_like(centers, dtype=torch.bool)
+        extra = ~found
+        center_row = torch.where(found, at,
+                                 num_nbr + extra.long().cumsum(0) - 1)
+        table = self.entity(torch.cat([nbr_ids, centers[extra]]))
         C = centers.numel()
         out = self.aggregator.forward_edges(
-            table[row[:C]], self.relation.weight, table, batch, num_nodes=C,
-            rel_index=self.nbr_rel[pos], ent_index=row[C:])
-        return out[inverse].view(*index.shape, -1)
+            table.index_select(0, center_row), self.relation.weight,
+            table.narrow(0, 0, num_nbr), batch, num_nodes=C,
+            rel_index=pair_rel, ent_index=ent_index, pair_index=pair_index,
+            ptr=index2ptr(batch, C))
+        return out.index_select(0, inverse).view(*index.shape, -1)
 
     def init_local(self, sup_h: Tensor,
                    sup_t: Tensor) -> Tuple[Local, Tensor]:

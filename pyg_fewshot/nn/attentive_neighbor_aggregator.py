@@ -9,7 +9,13 @@ from torch.nn import Parameter
 from torch_geometric.nn.resolver import activation_resolver
 from torch_geometric.utils import scatter, softmax
 
-from pyg_fewshot.nn._dispatch import csr_gather
+from torch_geometric.index import index2ptr
+
+from pyg_fewshot.nn._dispatch import (
+    csr_gather,
+    csr_weighted_sum,
+    unique_pairs,
+)
 
 _ATTENTIONS = ('softmax', 'mean', 'sum')
 
@@ -169,6 +175,8 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         rel_index: Optional[Tensor] = None,
         ent_index: Optional[Tensor] = None,
         return_attention: bool = False,
+        pair_index: Optional[Tensor] = None,
+        ptr: Optional[Tensor] = None,
     ) -> Any:
         r"""Aggregates over an explicit edge list; free of host
         synchronisation and of graph breaks under :func:`torch.compile`.
@@ -178,27 +186,49 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         :obj:`forward_edges(x, rel_emb, x, edge_index[1], x.size(0),
         rel_index=edge_type, ent_index=edge_index[0])`.
 
+        :math:`\mathbf{c}'_i`, the attention logit and the gate depend only
+        on the neighbour's (relation, entity) pair, not on the centre. When
+        many edges of a batch share pairs (hubs reached from several
+        centres), pass the :math:`P` distinct pairs as the rows described by
+        :obj:`x_nbr_rel` / :obj:`rel_index` and :obj:`x_nbr_ent` /
+        :obj:`ent_index`, and :obj:`pair_index` mapping each edge to its
+        pair: the per-pair work is then done :math:`P` instead of :math:`E`
+        times (with dropout, the mask is drawn per pair). With :obj:`ptr`
+        (edges sorted by :obj:`batch`) the weighted sum over each
+        neighbourhood is one sparse-dense product on CPU
+        (:func:`~pyg_fewshot.nn._dispatch.csr_weighted_sum`) that never
+        materialises the :obj:`[E, hidden]` messages.
+
         Args:
             x_center (torch.Tensor): Embeddings of the entities to enrich,
                 shape :obj:`[B, d]`.
-            x_nbr_rel (torch.Tensor): Relation embedding of each edge,
-                :obj:`[E, d]`; or a relation table if :obj:`rel_index` is
-                given.
+            x_nbr_rel (torch.Tensor): Relation embedding of each edge (or
+                pair), :obj:`[E, d]`; or a relation table if
+                :obj:`rel_index` is given.
             x_nbr_ent (torch.Tensor): Neighbour-entity embedding of each
-                edge, :obj:`[E, d]`; or an entity table if :obj:`ent_index`
-                is given.
+                edge (or pair), :obj:`[E, d]`; or an entity table if
+                :obj:`ent_index` is given.
             batch (torch.Tensor): Which of the :obj:`B` entities each edge
-                belongs to, shape :obj:`[E]` (any order).
+                belongs to, shape :obj:`[E]` (any order unless :obj:`ptr`
+                is given).
             num_nodes (int, optional): :obj:`B`; defaults to
                 :obj:`x_center.size(0)`. (default: :obj:`None`)
             rel_index (torch.Tensor, optional): Row of :obj:`x_nbr_rel` for
-                each edge, :obj:`[E]`: the table is projected first and the
-                result gathered. (default: :obj:`None`)
+                each edge (or pair), :obj:`[E]` (:obj:`[P]`): the table is
+                projected first and the result gathered. (default:
+                :obj:`None`)
             ent_index (torch.Tensor, optional): Row of :obj:`x_nbr_ent` for
-                each edge, :obj:`[E]`. (default: :obj:`None`)
+                each edge (or pair). (default: :obj:`None`)
             return_attention (bool, optional): Also return the per-edge
                 weights :math:`\alpha_i g_i`, shape :obj:`[E]`.
                 (default: :obj:`False`)
+            pair_index (torch.Tensor, optional): The (relation, neighbour)
+                pair of each edge, shape :obj:`[E]`, values in
+                :obj:`[0, P)`; :obj:`None` means every edge is its own pair.
+                (default: :obj:`None`)
+            ptr (torch.Tensor, optional): CSR pointer of :obj:`batch`,
+                shape :obj:`[B + 1]`; :obj:`batch` must then be sorted.
+                (default: :obj:`None`)
 
         Returns:
             The enriched embeddings :obj:`[B, d]`, or :obj:`(out, weight)`
@@ -216,28 +246,41 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         # per-edge attention buffers are allocated.
         del h_rel, h_ent
         c = F.dropout(c, p=self.dropout, training=self.training)
+        num_edges = batch.numel()
+
+        # Logits and gates per pair in one [P, hidden] x [hidden, <=2]
+        # product, whose backward is a product too (two matrix-vector
+        # products would each build an [P, hidden] outer product).
+        vecs = [v for v in (self.att, self.beta) if v is not None]
+        logits: Optional[Tensor] = None
+        if len(vecs) > 0:
+            logits = c @ torch.stack(vecs, dim=1)
+            if pair_index is not None:
+                logits = logits.index_select(0, pair_index)
 
         weight: Optional[Tensor] = None
         if self.att is not None:
-            weight = softmax(c @ self.att, batch, num_nodes=B)
+            assert logits is not None
+            weight = softmax(logits[:, 0], batch, num_nodes=B)
         elif self.attention == 'mean':
-            ones = c.new_ones(c.size(0))
+            ones = c.new_ones(num_edges)
             deg = scatter(ones, batch, dim=0, dim_size=B, reduce='sum')
             weight = (1.0 / deg.clamp(min=1.0)).index_select(0, batch)
         if self.beta is not None:
-            g = torch.sigmoid(c @ self.beta)
+            assert logits is not None
+            g = torch.sigmoid(logits[:, -1])
             weight = g if weight is None else weight * g
 
-        msg = c if weight is None else c * weight.unsqueeze(-1)
-        agg = scatter(msg, batch, dim=0, dim_size=B, reduce='sum')
+        if weight is None:
+            weight = c.new_ones(num_edges)
+        agg = csr_weighted_sum(weight, c, pair_index, batch, ptr=ptr,
+                               num_segments=B)
         if self.lin_out is not None:
             agg = self.lin_out(agg)
         if self.gamma is not None:
             agg = self.gamma * agg
         out = x_center + agg
         if return_attention:
-            if weight is None:
-                weight = c.new_ones(c.size(0))
             return out, weight
         return out
 
@@ -262,7 +305,9 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         more rows than the gathered edges (the usual case), the whole entity
         table likewise, and otherwise the distinct neighbour entities found
         with :func:`torch.unique` (skipped under :func:`torch.compile`).
-        Repeated entries of :obj:`index` are enriched once.
+        Repeated entries of :obj:`index` are enriched once, and whenever the
+        host is synchronised anyway, edges that share a (relation,
+        neighbour) pair share one message (see :meth:`forward_edges`).
 
         Host synchronisation: the number of gathered edges depends on the
         data and is read back once, unless :obj:`num_edges` is given and the
@@ -306,18 +351,24 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         pos, batch = csr_gather(rowptr, centers, self.max_neighbors, sample,
                                 num_edges=None if inverse is not None else
                                 num_edges)
-        num_gathered = pos.size(0)
         nbr_ent = col_ent.index_select(0, pos)
         nbr_rel = col_rel.index_select(0, pos)
+        pair_index: Optional[Tensor] = None
+        if may_sync:
+            # Edges from different centres to the same (relation,
+            # neighbour) share their message: compute it once per pair.
+            nbr_rel, nbr_ent, pair_index = unique_pairs(
+                nbr_rel, nbr_ent, x_ent.size(0))
+        num_rows = nbr_ent.size(0)
 
         # index_select rather than [] throughout: its backward is an
         # index_add, much faster on CPU than the accumulating index_put.
-        if x_rel.size(0) <= num_gathered:
+        if x_rel.size(0) <= num_rows:
             rel_table, rel_index = x_rel, nbr_rel
         else:
             rel_table, rel_index = x_rel.index_select(0, nbr_rel), None
 
-        if x_ent.size(0) <= num_gathered:
+        if x_ent.size(0) <= num_rows:
             ent_table, ent_index = x_ent, nbr_ent
         elif may_sync:
             uniq, ent_index = torch.unique(nbr_ent, return_inverse=True)
@@ -325,11 +376,15 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         else:
             ent_table, ent_index = x_ent.index_select(0, nbr_ent), None
 
+        ptr: Optional[Tensor] = None
+        if not torch.compiler.is_compiling():
+            ptr = index2ptr(batch, centers.size(0))
         x_center = x_ent.index_select(0, centers)
         res = self.forward_edges(x_center, rel_table, ent_table, batch,
                                  num_nodes=centers.size(0),
                                  rel_index=rel_index, ent_index=ent_index,
-                                 return_attention=return_attention)
+                                 return_attention=return_attention,
+                                 pair_index=pair_index, ptr=ptr)
         if return_attention:
             out, weight = res
             return out, (weight, batch, pos)

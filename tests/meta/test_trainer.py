@@ -123,3 +123,23 @@ def test_sparse_lr_sets_or_freezes_the_entity_table(tiny_data, tmp_path):
                for p, q in zip(frozen.dense_params, dense_before))
     with pytest.raises(ValueError, match='sparse_lr'):
         make_trainer(tiny_data, tmp_path / 'bad', 1, sparse_lr=-1.0)
+
+
+def test_dense_adam_is_fused_and_stays_fused_on_resume(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path / 'a', 2)
+    dense = trainer.optimizers[0]
+    assert isinstance(dense, torch.optim.Adam)
+    assert dense.param_groups[0]['fused'] is True
+    trainer.fit()
+    # A checkpoint written by the per-tensor Adam (older runs) resumes with
+    # the fused kernel of this run, and the same moments.
+    state = load_checkpoint(str(tmp_path / 'a' / 'last.pt'))
+    for g in state['optimizers'][0]['param_groups']:
+        g['fused'] = None
+    resumed = make_trainer(tiny_data, tmp_path / 'b', 4)
+    resumed.load_state_dict(state)
+    assert resumed.optimizers[0].param_groups[0]['fused'] is True
+    moments = resumed.optimizers[0].state_dict()['state']
+    for key, value in state['optimizers'][0]['state'].items():
+        torch.testing.assert_close(moments[key]['exp_avg'],
+                                   value['exp_avg'])

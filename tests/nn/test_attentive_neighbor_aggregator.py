@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pyg_fewshot.nn import AttentiveNeighborAggregator
-from pyg_fewshot.nn._dispatch import csr_gather
+from pyg_fewshot.nn._dispatch import csr_gather, unique_pairs
 
 
 D = 8
@@ -275,3 +275,43 @@ def test_residual_scale_zero_is_identity_at_init():
     kw = dict(rel_index=rel, ent_index=src)
     assert torch.allclose(ref.forward_edges(*args, **kw),
                           one.forward_edges(*args, **kw))
+
+
+@pytest.mark.parametrize('attention', ['softmax', 'mean', 'sum'])
+@pytest.mark.parametrize('gate', [True, False])
+@pytest.mark.parametrize('hidden_dim', [None, 6])
+def test_shared_pair_messages_match_per_edge(attention, gate, hidden_dim):
+    # Edges to the same (relation, neighbour) from different centres share
+    # one message (pair_index); with ptr the sum is a sparse-dense product.
+    # Both must equal the per-edge computation, gradients included.
+    torch.manual_seed(10)
+    rowptr, col_ent, col_rel, R = make_graph(num_ent=8, num_rel=2,
+                                             num_triples=60, isolated=(7, ))
+    agg = AttentiveNeighborAggregator(D, hidden_dim, attention=attention,
+                                      gate=gate, max_neighbors=None).eval()
+    x_ent = torch.randn(8, D, requires_grad=True)
+    x_rel = torch.randn(R, D, requires_grad=True)
+    batch = torch.repeat_interleave(torch.arange(8), rowptr.diff())
+    pair_rel, pair_ent, pair_index = unique_pairs(col_rel, col_ent, 8)
+    assert pair_rel.numel() < col_rel.numel()  # the fixture shares pairs
+
+    def run(**kw):
+        agg.zero_grad()
+        x_ent.grad = x_rel.grad = None
+        if kw.pop('pairs'):
+            kw.update(rel_index=pair_rel, ent_index=pair_ent,
+                      pair_index=pair_index)
+        else:
+            kw.update(rel_index=col_rel, ent_index=col_ent)
+        out = agg.forward_edges(x_ent, x_rel, x_ent, batch, 8, **kw)
+        (out * torch.arange(out.numel()).view_as(out).sin()).sum().backward()
+        grads = [x_ent.grad, x_rel.grad] + [p.grad for p in agg.parameters()]
+        return out.detach(), grads
+
+    ref, ref_grads = run(pairs=False)
+    for kw in (dict(pairs=True), dict(pairs=True, ptr=rowptr),
+               dict(pairs=False, ptr=rowptr)):
+        out, grads = run(**kw)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        for a, b in zip(grads, ref_grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

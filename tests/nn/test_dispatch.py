@@ -1,0 +1,94 @@
+r"""Kernels of pyg_fewshot/nn/_dispatch.py: csr_weighted_sum, unique_pairs
+and the sampled path of csr_gather (segment_matmul is covered through
+SparseMoERelationMeta)."""
+import pytest
+import torch
+from torch_geometric.index import index2ptr
+
+from pyg_fewshot.nn._dispatch import (
+    csr_gather,
+    csr_weighted_sum,
+    unique_pairs,
+)
+
+
+def segments(num_segments=7, num_rows=11, num_edges=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batch = torch.randint(0, num_segments - 2, (num_edges, ), generator=g)
+    batch = batch.sort().values  # the last two segments stay empty
+    col = torch.randint(0, num_rows, (num_edges, ), generator=g)
+    col[1] = col[0]  # a repeated row inside a segment, as with duplicates
+    batch[1] = batch[0]
+    return batch, col, index2ptr(batch, num_segments)
+
+
+def scatter_reference(weight, x, col, batch, num_segments):
+    out = x.new_zeros(num_segments, x.size(1))
+    return out.index_add_(0, batch, x[col] * weight[:, None])
+
+
+def test_csr_weighted_sum_matches_gather_multiply_scatter():
+    batch, col, ptr = segments()
+    weight = torch.rand(col.numel(), dtype=torch.double, requires_grad=True)
+    x = torch.randn(11, 5, dtype=torch.double, requires_grad=True)
+    out = csr_weighted_sum(weight, x, col, batch, ptr=ptr)
+    ref = scatter_reference(weight, x, col, batch, 7)
+    torch.testing.assert_close(out, ref)
+    assert out[-2:].abs().sum() == 0  # empty segments
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (weight, x), grad)
+    want = torch.autograd.grad(ref, (weight, x), grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    # Without ptr it is the gather / multiply / scatter itself.
+    torch.testing.assert_close(
+        csr_weighted_sum(weight, x, col, batch, num_segments=7), ref)
+
+
+def test_csr_weighted_sum_gradcheck():
+    batch, col, ptr = segments(num_edges=15, seed=1)
+    weight = torch.rand(15, dtype=torch.double, requires_grad=True)
+    x = torch.randn(11, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda w, v: csr_weighted_sum(w, v, col, batch, ptr=ptr), (weight, x))
+
+
+def test_csr_weighted_sum_identity_columns_and_no_edges():
+    batch, _, ptr = segments()
+    weight = torch.rand(batch.numel())
+    x = torch.randn(batch.numel(), 4)  # one row per edge: col=None
+    ref = scatter_reference(weight, x, torch.arange(batch.numel()), batch, 7)
+    torch.testing.assert_close(csr_weighted_sum(weight, x, None, batch,
+                                                ptr=ptr), ref)
+    empty = torch.empty(0, dtype=torch.long)
+    out = csr_weighted_sum(torch.empty(0), torch.randn(3, 4), empty, empty,
+                           ptr=torch.zeros(6, dtype=torch.long))
+    assert out.shape == (5, 4) and out.abs().sum() == 0
+
+
+def test_unique_pairs():
+    rel = torch.tensor([2, 0, 2, 1, 0, 2])
+    ent = torch.tensor([5, 3, 5, 3, 3, 1])
+    pair_rel, pair_ent, pair_index = unique_pairs(rel, ent, num_entities=6)
+    assert list(zip(pair_rel.tolist(), pair_ent.tolist())) == \
+        [(0, 3), (1, 3), (2, 1), (2, 5)]
+    assert torch.equal(pair_rel[pair_index], rel)
+    assert torch.equal(pair_ent[pair_index], ent)
+
+
+@pytest.mark.parametrize('cap', [1, 3, 6])
+def test_sampled_gather_mixes_capped_and_short_rows(cap):
+    degrees = torch.tensor([9, 2, 0, 6, 3, 12])
+    rowptr = torch.cat([torch.zeros(1, dtype=torch.long), degrees.cumsum(0)])
+    index = torch.tensor([5, 1, 2, 0, 3, 4, 0])
+    g = torch.Generator().manual_seed(0)
+    pos, batch = csr_gather(rowptr, index, cap, sample=True, generator=g)
+    keep = degrees[index].clamp(max=cap)
+    assert torch.equal(batch, torch.arange(7).repeat_interleave(keep))
+    for b, node in enumerate(index.tolist()):
+        p = pos[batch == b]
+        lo, hi = int(rowptr[node]), int(rowptr[node + 1])
+        assert ((p >= lo) & (p < hi)).all()
+        assert p.unique().numel() == p.numel()  # without replacement
+        if hi - lo <= cap:  # short rows keep every entry, in order
+            assert p.tolist() == list(range(lo, hi))
