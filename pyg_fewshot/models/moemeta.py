@@ -235,10 +235,12 @@ class MoEMeta(FewShotModel):
         # embedding covers every row a step touches, each once.
         nbr_ids, ent_index = torch.unique(pair_ent, return_inverse=True)
         num_nbr = nbr_ids.numel()
-        at = torch.searchsorted(nbr_ids, centers).clamp_(max=max(num_nbr - 1,
-                                                                 0))
-        found = nbr_ids[at] == centers if num_nbr > 0 else \
-            torch.zeros_like(centers, dtype=torch.bool)
+        if num_nbr > 0:
+            at = torch.searchsorted(nbr_ids, centers).clamp_(max=num_nbr - 1)
+            found = nbr_ids.index_select(0, at) == centers
+        else:
+            at = torch.zeros_like(centers)
+            found = torch.zeros_like(centers, dtype=torch.bool)
         extra = ~found
         center_row = torch.where(found, at,
                                  num_nbr + extra.long().cumsum(0) - 1)
