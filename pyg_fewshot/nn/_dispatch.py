@@ -322,11 +322,6 @@ def _csr(ptr: Tensor, col: Tensor, values: Tensor, num_cols: int) -> Tensor:
                                        check_invariants=False)
 
 
-def _csr_weighted_sum_op(weight: Tensor, x: Tensor, ptr: Tensor,
-                         col: Tensor, batch: Tensor) -> Tensor:
-    return torch.sparse.mm(_csr(ptr, col, weight, x.size(0)), x)
-
-
 def _transpose_csr(ptr: Tensor, col: Tensor, batch: Tensor, weight: Tensor,
                    num_cols: int) -> Tensor:
     perm = torch.argsort(col, stable=True)
@@ -349,7 +344,7 @@ class _CSRWeightedSum(torch.autograd.Function):
     @staticmethod
     def forward(weight: Tensor, x: Tensor, ptr: Tensor, col: Tensor,
                 batch: Tensor) -> Tensor:
-        return _csr_weighted_sum_op(weight, x, ptr, col, batch)
+        return torch.sparse.mm(_csr(ptr, col, weight, x.size(0)), x)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:

@@ -6,10 +6,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
 
+from torch_geometric.index import index2ptr
 from torch_geometric.nn.resolver import activation_resolver
 from torch_geometric.utils import scatter, softmax
-
-from torch_geometric.index import index2ptr
 
 from pyg_fewshot.nn._dispatch import (
     csr_gather,
