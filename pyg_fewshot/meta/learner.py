@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._index import unique_ids
 from ..data.sampler import Episode
 from ..models.base import FewShotModel, Local
 
@@ -134,7 +135,9 @@ class MetaLearner:
         parts = (ep.support[..., 0], ep.support[..., 1], ep.support_neg,
                  ep.query[..., 0], ep.query[..., 1], ep.query_neg)
         flat = torch.cat([p.reshape(-1) for p in parts])
-        uniq, inv = torch.unique(flat, return_inverse=True)
+        N = self.model.num_entities
+        uniq, inv = (torch.unique(flat, return_inverse=True) if N is None
+                     else unique_ids(flat, N))
         # index_select and split rather than [] and slices: their backward
         # passes are an index_add and one cat, where slicing would allocate
         # a zero tensor of the whole batch for every part.

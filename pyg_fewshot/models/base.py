@@ -39,6 +39,14 @@ class FewShotModel(torch.nn.Module):
         super().__init__()
         self.config: Dict[str, Any] = {}
 
+    @property
+    def num_entities(self) -> Optional[int]:
+        r"""Size of the entity id space (``config['num_entities']``), or
+        :obj:`None` if the model does not say; the engine uses it to
+        deduplicate entity ids without sorting."""
+        n = self.config.get('num_entities')
+        return None if n is None else int(n)
+
     # Entity side -----------------------------------------------------------
     def embed(self, index: Tensor) -> Tensor:
         r"""Entity representations ``[*, d]`` of the entity ids ``index``

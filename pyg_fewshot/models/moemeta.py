@@ -10,7 +10,8 @@ from torch_geometric.nn import MLP
 
 from ..nn import (AttentiveNeighborAggregator, ProjectionAdapter,
                   SparseMoERelationMeta)
-from ..nn._dispatch import csr_gather, unique_pairs
+from .._index import positions_in, unique_ids
+from ..nn._dispatch import csr_gather, graph_pairs
 from .base import FewShotModel, Local, expand_task, init_entity_embedding
 
 
@@ -154,6 +155,13 @@ class MoEMeta(FewShotModel):
             self.register_buffer('nbr_ptr', ptr, persistent=False)
             self.register_buffer('nbr_ent', ent, persistent=False)
             self.register_buffer('nbr_rel', rel, persistent=False)
+            # (relation, neighbour) pairs numbered once, so that a batch
+            # finds its distinct pairs without sorting (see embed).
+            pair_rel, pair_ent, nbr_pair = graph_pairs(rel, ent,
+                                                       num_entities)
+            self.register_buffer('pair_rel', pair_rel, persistent=False)
+            self.register_buffer('pair_ent', pair_ent, persistent=False)
+            self.register_buffer('nbr_pair', nbr_pair, persistent=False)
         self.sample_neighbors = sample_neighbors
         self.moe: Optional[SparseMoERelationMeta] = None
         self.mlp: Optional[MLP] = None
@@ -219,28 +227,26 @@ class MoEMeta(FewShotModel):
     def embed(self, index: Tensor) -> Tensor:
         if self.aggregator is None:
             return self.entity(index)
-        centers, inverse = torch.unique(index.reshape(-1),
-                                        return_inverse=True)
+        N = self.entity.num_embeddings
+        centers, inverse = unique_ids(index, N)
         pos, batch = csr_gather(self.nbr_ptr, centers,
                                 self.aggregator.max_neighbors,
                                 sample=self.training and self.sample_neighbors)
         # One message per distinct (relation, neighbour) pair: hubs are
         # reached from many centres of a batch (NELL-One: ~1.7 edges/pair).
-        pair_rel, pair_ent, pair_index = unique_pairs(
-            self.nbr_rel.index_select(0, pos),
-            self.nbr_ent.index_select(0, pos), self.entity.num_embeddings)
+        # Pairs are numbered once per graph, so finding a batch's distinct
+        # pairs needs no sort.
+        upair, pair_index = unique_ids(self.nbr_pair.index_select(0, pos),
+                                       self.pair_rel.numel())
+        pair_rel = self.pair_rel.index_select(0, upair)
+        pair_ent = self.pair_ent.index_select(0, upair)
         # The aggregator's entity projection runs on the distinct neighbours
         # only; centres that are nobody's neighbour in this batch are
         # appended after them, so that one lookup through the (sparse)
         # embedding covers every row a step touches, each once.
-        nbr_ids, ent_index = torch.unique(pair_ent, return_inverse=True)
+        nbr_ids, ent_index = unique_ids(pair_ent, N)
         num_nbr = nbr_ids.numel()
-        if num_nbr > 0:
-            at = torch.searchsorted(nbr_ids, centers).clamp_(max=num_nbr - 1)
-            found = nbr_ids.index_select(0, at) == centers
-        else:
-            at = torch.zeros_like(centers)
-            found = torch.zeros_like(centers, dtype=torch.bool)
+        at, found = positions_in(nbr_ids, centers, N)
         extra = ~found
         center_row = torch.where(found, at,
                                  num_nbr + extra.long().cumsum(0) - 1)
@@ -251,7 +257,7 @@ class MoEMeta(FewShotModel):
             table.narrow(0, 0, num_nbr), batch, num_nodes=C,
             rel_index=pair_rel, ent_index=ent_index, pair_index=pair_index,
             ptr=index2ptr(batch, C))
-        return out.index_select(0, inverse).view(*index.shape, -1)
+        return out.index_select(0, inverse.view(-1)).view(*index.shape, -1)
 
     def init_local(self, sup_h: Tensor,
                    sup_t: Tensor) -> Tuple[Local, Tensor]:

@@ -13,6 +13,7 @@ from torch_geometric.utils import scatter, softmax
 from pyg_fewshot.nn._dispatch import (
     csr_gather,
     csr_weighted_sum,
+    relu_pair_messages,
     unique_pairs,
 )
 
@@ -235,39 +236,44 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         """
         B = x_center.size(0) if num_nodes is None else num_nodes
         h_rel = self.lin_rel(x_nbr_rel)
-        if rel_index is not None:
-            h_rel = h_rel.index_select(0, rel_index)
         h_ent = self.lin_ent(x_nbr_ent)
-        if ent_index is not None:
-            h_ent = h_ent.index_select(0, ent_index)
-        c = self.act(h_rel + h_ent)
+        vecs = [v for v in (self.att, self.beta) if v is not None]
+        vec_mat = torch.stack(vecs, dim=1) if len(vecs) > 0 else None
+        logits: Optional[Tensor] = None  # [k, P]: one row per vector
+        if self._fused_messages(rel_index, ent_index):
+            assert rel_index is not None and ent_index is not None
+            c, logits = relu_pair_messages(h_rel, h_ent, rel_index,
+                                           ent_index, vec_mat)
+        else:
+            if rel_index is not None:
+                h_rel = h_rel.index_select(0, rel_index)
+            if ent_index is not None:
+                h_ent = h_ent.index_select(0, ent_index)
+            c = self.act(h_rel + h_ent)
+            c = F.dropout(c, p=self.dropout, training=self.training)
+            if vec_mat is not None:
+                # Logits and gates per pair in one product, whose backward
+                # is a product too (two matrix-vector products would each
+                # build a [P, hidden] outer product).
+                logits = (c @ vec_mat).t()
         # Autograd does not keep the summands: free them before the
         # per-edge attention buffers are allocated.
         del h_rel, h_ent
-        c = F.dropout(c, p=self.dropout, training=self.training)
         num_edges = batch.numel()
-
-        # Logits and gates per pair in one [P, hidden] x [hidden, <=2]
-        # product, whose backward is a product too (two matrix-vector
-        # products would each build an [P, hidden] outer product).
-        vecs = [v for v in (self.att, self.beta) if v is not None]
-        logits: Optional[Tensor] = None
-        if len(vecs) > 0:
-            logits = c @ torch.stack(vecs, dim=1)
-            if pair_index is not None:
-                logits = logits.index_select(0, pair_index)
+        if logits is not None and pair_index is not None:
+            logits = logits.index_select(1, pair_index)
 
         weight: Optional[Tensor] = None
         if self.att is not None:
             assert logits is not None
-            weight = softmax(logits[:, 0], batch, num_nodes=B)
+            weight = softmax(logits[0], batch, num_nodes=B)
         elif self.attention == 'mean':
             ones = c.new_ones(num_edges)
             deg = scatter(ones, batch, dim=0, dim_size=B, reduce='sum')
             weight = (1.0 / deg.clamp(min=1.0)).index_select(0, batch)
         if self.beta is not None:
             assert logits is not None
-            g = torch.sigmoid(logits[:, -1])
+            g = torch.sigmoid(logits[-1])
             weight = g if weight is None else weight * g
 
         if weight is None:
@@ -282,6 +288,17 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         if return_attention:
             return out, weight
         return out
+
+    def _fused_messages(self, rel_index: Optional[Tensor],
+                        ent_index: Optional[Tensor]) -> bool:
+        # The hand-written ReLU messages (relu_pair_messages) serve the
+        # default layer in eager mode; other activations, active dropout
+        # and torch.compile (which fuses the plain expression itself) take
+        # the autograd path.
+        return (rel_index is not None and ent_index is not None
+                and isinstance(self.act, torch.nn.ReLU)
+                and (self.dropout == 0.0 or not self.training)
+                and not torch.compiler.is_compiling())
 
     def forward(
         self,
