@@ -67,7 +67,7 @@ def is_true_triple(data: HeteroData, rel: Tensor, head: Tensor,
     if keys.numel() == 0:
         return torch.zeros_like(q, dtype=torch.bool)
     pos = torch.searchsorted(keys, q).clamp_(max=keys.numel() - 1)
-    return keys[pos] == q
+    return keys.index_select(0, pos.reshape(-1)).view(q.shape) == q
 
 
 def split_relations(data: HeteroData, split: str) -> Tensor:

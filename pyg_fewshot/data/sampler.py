@@ -85,18 +85,26 @@ def sample_negative_tails(data: HeteroData, rel: Tensor, head: Tensor,
         generator (torch.Generator, optional): Random generator.
         max_rounds (int, optional): Rejection rounds. (default: :obj:`20`)
     """
-    start = data.cand_ptr[rel]
-    size = data.cand_ptr[rel + 1] - start
+    shape = head.shape
+    rel, head = rel.reshape(-1), head.reshape(-1)
+    start = data.cand_ptr.index_select(0, rel)
+    size = data.cand_ptr.index_select(0, rel + 1) - start
     neg = torch.empty_like(head)
-    todo = torch.ones_like(head, dtype=torch.bool)
+    # Redraws go to the rejected entries only (typically a few percent).
+    todo = torch.arange(head.numel(), device=head.device)
     for _ in range(max_rounds):
-        offset = (torch.rand(head.shape, generator=generator) *
-                  size).long().clamp_(max=size - 1)
-        neg = torch.where(todo, data.cand_idx[start + offset], neg)
-        todo = todo & is_true_triple(data, rel, head, neg)
-        if not bool(todo.any()):
+        n = size.index_select(0, todo)
+        offset = (torch.rand(todo.shape, generator=generator) *
+                  n).long().clamp_(max=n - 1)
+        draw = data.cand_idx.index_select(
+            0, start.index_select(0, todo) + offset)
+        neg.index_copy_(0, todo, draw)
+        hit = is_true_triple(data, rel.index_select(0, todo),
+                             head.index_select(0, todo), draw)
+        todo = todo[hit]
+        if todo.numel() == 0:
             break
-    return neg
+    return neg.view(shape)
 
 
 class EpisodeSampler:
@@ -167,9 +175,9 @@ class EpisodeSampler:
         data = self.data
         choice = torch.randint(self.relations.numel(), (B, ),
                                generator=self.generator)
-        rel = self.relations[choice]
-        start = data.task_ptr[rel]
-        size = data.task_ptr[rel + 1] - start
+        rel = self.relations.index_select(0, choice)
+        start = data.task_ptr.index_select(0, rel)
+        size = data.task_ptr.index_select(0, rel + 1) - start
         # Support first, then queries among the remaining triples.
         sup_pos = sample_without_replacement(size, K, self.generator)
         qry_pos = sample_without_replacement(size - K, Q, self.generator)
@@ -178,12 +186,14 @@ class EpisodeSampler:
         sup_sorted = torch.sort(sup_pos, dim=1).values
         for i in range(K):
             qry_pos = qry_pos + (sup_sorted[:, i:i + 1] <= qry_pos).long()
-        support = data.task_triples[start.unsqueeze(1) + sup_pos]
-        query = data.task_triples[start.unsqueeze(1) + qry_pos]
-        rel_s = rel.unsqueeze(1)
-        support_neg = self.sample_negatives(rel_s.expand(-1, K),
-                                            support[..., 0])
-        query_neg = self.sample_negatives(rel_s.expand(-1, Q), query[..., 0])
+        pos = torch.cat([sup_pos, qry_pos], dim=1).add_(start.unsqueeze(1))
+        triples = data.task_triples.index_select(0, pos.view(-1)).view(
+            B, K + Q, 2)
+        # Support and query negatives in one rejection loop.
+        negs = self.sample_negatives(rel.unsqueeze(1).expand(-1, K + Q),
+                                     triples[..., 0])
+        support, query = triples.split([K, Q], dim=1)
+        support_neg, query_neg = negs.split([K, Q], dim=1)
         return Episode(rel, support, support_neg, query, query_neg)
 
     def __iter__(self) -> 'EpisodeSampler':

@@ -21,9 +21,13 @@ def _coalesced_rows(grad: Tensor) -> Tuple[Tensor, Tensor]:
     faster, and the values are then used as they are (the update is
     row-wise, so the order of the rows does not matter).
     """
-    if grad.is_coalesced():
-        return grad._indices()[0], grad._values()
     index, values = grad._indices()[0], grad._values()
+    if grad.is_coalesced() or index.numel() <= 1:
+        return index, values
+    # Strictly increasing ids (a lookup of sorted distinct ids) need no
+    # further check.
+    if bool((index[1:] > index[:-1]).all()):
+        return index, values
     uniq, inverse = unique_ids(index, grad.size(0))
     if uniq.numel() == index.numel():
         return index, values
@@ -167,8 +171,11 @@ class LazySparseAdam(torch.optim.Optimizer):
     def _slots(self, state: Dict[str, Any], p: Tensor,
                index: Tensor) -> Tensor:
         r"""Slots of the distinct rows ``index``, giving new rows one."""
-        slot = state['slot'][index]
+        slot = state['slot'].index_select(0, index)
         new = slot < 0
+        # In the steady state no row is new: one read-back settles it.
+        if not bool(new.any()):
+            return slot
         new_rows = index[new]
         k = new_rows.numel()
         if k > 0:

@@ -86,6 +86,15 @@ class FewShotModel(torch.nn.Module):
         q, tt = self.project(h, t, local)
         return -(q - tt).norm(p=2, dim=-1)
 
+    def score_tails(self, h: Tensor, tails: Tensor, local: Local) -> Tensor:
+        r"""Scores ``[B, T, *]`` of every head ``[B, *, d]`` against ``T``
+        aligned tails each, ``tails`` ``[B, T, *, d]`` (*e.g.* the positive
+        and the negative tail of a margin loss): the same values as
+        :meth:`score` on each ``tails[:, j]``, with the head side projected
+        once. A model that overrides :meth:`score` must override this too."""
+        q, tt = self.project(h, tails, local)
+        return -(q.unsqueeze(1) - tt).norm(p=2, dim=-1)
+
     def score_candidates(self, h: Tensor, t: Tensor,
                          local: Local) -> Tensor:
         r"""Scores ``[B, Q, C]`` of every query head ``[B, Q, d]`` against every

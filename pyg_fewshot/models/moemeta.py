@@ -264,9 +264,10 @@ class MoEMeta(FewShotModel):
         B, K = sup_h.size(0), sup_h.size(1)
         x = torch.cat([sup_h, sup_t], dim=-1).flatten(0, 1)
         if self.moe is not None:
-            batch = torch.arange(B, device=x.device).repeat_interleave(K)
-            rel, routing = self.moe(x, batch, num_tasks=B,
-                                    return_routing=True)
+            # Every task has exactly K pairs, in order: the mean over them
+            # is a view and a mean, not a scatter.
+            r, routing = self.moe.forward_pairs(x)
+            rel = r.view(B, K, -1).mean(dim=1)
             self.last_routing = routing
             aux = routing.aux_loss
         else:

@@ -165,12 +165,11 @@ class ProjectionAdapter(torch.nn.Module):
                 'p_t': self.p_t.expand(batch_size, d),
             }
         bound = math.sqrt(6.0 / (d * (batch_size + 1)))
-        return {
-            key: torch.empty(batch_size, d, device=device,
-                             dtype=dtype).uniform_(-bound, bound,
-                                                   generator=generator)
-            for key in _KEYS
-        }
+        # One draw for the three vectors (one generator call, not three).
+        vecs = torch.empty(len(_KEYS), batch_size, d, device=device,
+                           dtype=dtype).uniform_(-bound, bound,
+                                                 generator=generator)
+        return dict(zip(_KEYS, vecs.unbind(0)))
 
     def _vectors(
         self,

@@ -273,7 +273,9 @@ class SparseMoERelationMeta(torch.nn.Module):
         # and costs fewer multiplications on the narrower hidden rows.
         h = h * weights.reshape(-1).index_select(0, order).unsqueeze(-1)
         y = segment_matmul(h, self.weight2, counts, mode)
-        out = scatter(y, token, dim=0, dim_size=P, reduce='sum')
+        # index_add_ rather than a scatter-sum: its backward is one
+        # index_select, where scatter's is a gather with a broadcast index.
+        out = y.new_zeros(P, y.size(-1)).index_add_(0, token, y)
         # Layer-2 bias: sum_j g_ij b_j is a product with the sparse [P, M]
         # routing matrix, whose gradient is a matmul rather than a scatter.
         route = x.new_zeros(P, M).scatter(1, experts, weights)
