@@ -3,7 +3,7 @@ import torch
 
 from pyg_fewshot.data.sampler import EpisodeSampler
 from pyg_fewshot.meta import MetaLearner
-from pyg_fewshot.models import MetaR
+from pyg_fewshot.models import MetaR, build_model
 
 
 def tiny_model(n=20, dim=4, seed=0):
@@ -161,3 +161,57 @@ def test_inner_step_per_local_parameter(tiny_data):
         MetaLearner(model, inner_lr={'rel': 1.0, 'bogus': 1.0, '*': 0.1})
     with pytest.raises(ValueError, match='no step for'):
         MetaLearner(model, inner_lr={'rel': 1.0})
+
+
+@pytest.mark.parametrize('projection', ['transd', 'paper', 'none'])
+def test_first_order_step_equals_torch_func_grad(tiny_data, projection):
+    # The first-order inner gradient comes from torch.autograd.grad on
+    # detached copies; it must be torch.func.grad's, for every local key.
+    from pyg_fewshot.meta.learner import _first_order_grad
+    torch.manual_seed(0)
+    model = build_model('moemeta', tiny_data, embedding_dim=8, num_experts=4,
+                        top_k=2, expert_hidden=8, projection=projection)
+    ep = EpisodeSampler(tiny_data, 2, 3, 5, seed=0).sample()
+    learner = MetaLearner(model, inner_lr=0.3)
+    sup_h, sup_tails, _, _ = learner.embed_stacked(ep)
+    local, _ = model.init_local(sup_h, sup_tails[:, 0])
+    keys = list(model.adapt_keys)
+    adapted = {k: local[k] for k in keys}
+    rest = {k: v for k, v in local.items() if k not in keys}
+
+    def loss_fn(a, r):
+        return learner._support_loss({**r, **a}, sup_h.detach(),
+                                     sup_tails.detach())
+
+    got = _first_order_grad(loss_fn, adapted, rest)
+    want = torch.func.grad(loss_fn)(
+        {k: v.detach() for k, v in adapted.items()},
+        {k: v.detach() for k, v in rest.items()})
+    assert set(got) == set(keys)
+    for k in keys:
+        torch.testing.assert_close(got[k], want[k])
+    # A loss that does not depend on the local parameters: zero gradient.
+    zeros = _first_order_grad(lambda a, r: sup_h.sum().detach(), adapted,
+                              rest)
+    assert all(bool((zeros[k] == 0).all()) for k in keys)
+
+
+def test_stacked_tails_match_separate_scores(tiny_data):
+    # margins() scores positives and negatives with one projection of the
+    # heads (score_tails); the values are score()'s on each side.
+    torch.manual_seed(0)
+    for name in ('metar', 'moemeta'):
+        model = build_model(name, tiny_data, embedding_dim=8)
+        learner = MetaLearner(model)
+        ep = EpisodeSampler(tiny_data, 2, 3, 4, seed=1).sample()
+        sh, st, sn, qh, qt, qn = learner.embed_episode(ep)
+        sup_h, sup_tails, qry_h, qry_tails = learner.embed_stacked(ep)
+        torch.testing.assert_close(sup_tails[:, 0], st)
+        torch.testing.assert_close(qry_tails[:, 1], qn)
+        local, _ = model.init_local(sh, st)
+        s = model.score_tails(qh, qry_tails, local)
+        torch.testing.assert_close(s[:, 0], model.score(qh, qt, local))
+        torch.testing.assert_close(s[:, 1], model.score(qh, qn, local))
+        ref = torch.relu(1.0 - model.score(qh, qt, local) +
+                         model.score(qh, qn, local))
+        torch.testing.assert_close(learner.margins(local, qh, qry_tails), ref)

@@ -1,13 +1,16 @@
-r"""Kernels of pyg_fewshot/nn/_dispatch.py: csr_weighted_sum, unique_pairs
-and the sampled path of csr_gather (segment_matmul is covered through
-SparseMoERelationMeta)."""
+r"""Kernels of pyg_fewshot/nn/_dispatch.py: csr_weighted_sum, unique_pairs,
+graph_pairs, relu_pair_messages and the sampled path of csr_gather
+(segment_matmul is covered through SparseMoERelationMeta)."""
 import pytest
 import torch
 from torch_geometric.index import index2ptr
 
+from pyg_fewshot._index import unique_ids
 from pyg_fewshot.nn._dispatch import (
     csr_gather,
     csr_weighted_sum,
+    graph_pairs,
+    relu_pair_messages,
     unique_pairs,
 )
 
@@ -92,3 +95,79 @@ def test_sampled_gather_mixes_capped_and_short_rows(cap):
         assert p.unique().numel() == p.numel()  # without replacement
         if hi - lo <= cap:  # short rows keep every entry, in order
             assert p.tolist() == list(range(lo, hi))
+
+
+def test_graph_pairs_number_pairs_as_unique_pairs():
+    rel = torch.tensor([2, 0, 2, 1, 0, 2, 1])
+    ent = torch.tensor([5, 3, 5, 3, 3, 1, 3])
+    pair_rel, pair_ent, entry_pair = graph_pairs(rel, ent, num_entities=6)
+    ref_rel, ref_ent, ref_index = unique_pairs(rel, ent, num_entities=6)
+    assert torch.equal(pair_rel, ref_rel) and torch.equal(pair_ent, ref_ent)
+    assert entry_pair.dtype == torch.int32
+    assert torch.equal(entry_pair.long(), ref_index)
+    # A subset of entries deduplicated through the pair ids gives what
+    # unique_pairs gives on the subset.
+    subset = torch.tensor([6, 0, 3, 2])
+    upair, index = unique_ids(entry_pair[subset], pair_rel.numel())
+    sub_rel, sub_ent, sub_index = unique_pairs(rel[subset], ent[subset], 6)
+    assert torch.equal(pair_rel[upair], sub_rel)
+    assert torch.equal(pair_ent[upair], sub_ent)
+    assert torch.equal(index, sub_index)
+
+
+def pair_message_inputs(dtype=torch.double, k=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(4, 5, generator=g, dtype=dtype, requires_grad=True)
+    b = torch.randn(6, 5, generator=g, dtype=dtype, requires_grad=True)
+    rel = torch.randint(0, 4, (9, ), generator=g)
+    ent = torch.randint(0, 6, (9, ), generator=g)
+    vecs = torch.randn(5, k, generator=g, dtype=dtype, requires_grad=True)
+    return a, b, rel, ent, vecs
+
+
+@pytest.mark.parametrize('k', [0, 1, 2])
+def test_relu_pair_messages_matches_autograd(k):
+    a, b, rel, ent, vecs = pair_message_inputs(k=k)
+    c, logits = relu_pair_messages(a, b, rel, ent, vecs if k else None)
+    ref = (a[rel] + b[ent]).relu()
+    torch.testing.assert_close(c, ref)
+    assert logits.shape == (k, 9)
+    torch.testing.assert_close(logits, (ref @ vecs).t())
+    gc, gl = torch.randn_like(c), torch.randn_like(logits)
+    inputs = (a, b, vecs) if k else (a, b)
+    got = torch.autograd.grad((c, logits), inputs, (gc, gl),
+                              allow_unused=True)
+    want = torch.autograd.grad((ref, (ref @ vecs).t()), inputs, (gc, gl),
+                               allow_unused=True)
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y)
+
+
+def test_relu_pair_messages_gradcheck_and_messages_only():
+    a, b, rel, ent, vecs = pair_message_inputs()
+    assert torch.autograd.gradcheck(
+        lambda a, b, v: relu_pair_messages(a, b, rel, ent, v), (a, b, vecs))
+    # Only the messages used downstream: the logits get no gradient.
+    c, _ = relu_pair_messages(a, b, rel, ent, vecs)
+    grad_a, = torch.autograd.grad(c.sum(), (a, ))
+    ref, = torch.autograd.grad((a[rel] + b[ent]).relu().sum(), (a, ))
+    torch.testing.assert_close(grad_a, ref)
+
+
+@pytest.mark.parametrize('num_rows', [3, 600])
+def test_sampling_keys_int32_and_int64(num_rows):
+    # Up to 512 capped rows share an int32 key with 22 random bits; more
+    # rows take int64 keys. Either way every capped row gets `cap` distinct
+    # entries of its own, the short rows all of theirs.
+    cap = 4
+    deg = torch.full((num_rows, ), 9)
+    deg[::2] = 2
+    rowptr = torch.cat([torch.zeros(1, dtype=torch.long), deg.cumsum(0)])
+    index = torch.arange(num_rows)
+    g = torch.Generator().manual_seed(0)
+    pos, batch = csr_gather(rowptr, index, cap, sample=True, generator=g)
+    for b in (0, 1, num_rows - 1):
+        row = pos[batch == b]
+        assert row.numel() == min(int(deg[b]), cap)
+        assert row.unique().numel() == row.numel()
+        assert bool(((row >= rowptr[b]) & (row < rowptr[b + 1])).all())
