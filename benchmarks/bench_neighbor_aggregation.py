@@ -20,9 +20,10 @@ Methods, all with the same parameters (outputs are checked to agree):
   (distinct neighbour entities and their inverse index precomputed), with
   one message per edge and gather / multiply / scatter for the weighted sum
   (the layer's path without ``pair_index`` and ``ptr``);
-* ``ours, forward_edges, pairs + CSR sum``: the same edge list with one
-  message per distinct (relation, neighbour) pair (``pair_index``) and the
-  weighted sum as one sparse-dense product (``ptr``), the path
+* ``ours, forward_edges, pairs + segment sum``: the same edge list with one
+  message per distinct (relation, neighbour) pair (``pair_index``, through
+  the hand-written ReLU-message function) and the weighted sum as one
+  weighted ``embedding_bag`` over the sorted edges (``ptr``), the path
   :class:`~pyg_fewshot.models.MoEMeta` takes in training;
 * ``padded``: a precomputed ``[num_entities, 50, 2]`` neighbour table and
   degree mask (as the published code builds at load time), gathered to
@@ -228,7 +229,7 @@ def run_case(label: str, deg: np.ndarray, args, rng) -> List[str]:
         'ours, CSR forward': ours_csr,
         'ours, CSR forward, sampled': ours_sampled,
         'ours, forward_edges': ours_edges,
-        'ours, forward_edges, pairs + CSR sum': ours_pairs,
+        'ours, forward_edges, pairs + segment sum': ours_pairs,
         'padded [B, 50, d]': padded,
     }
     with torch.no_grad():
