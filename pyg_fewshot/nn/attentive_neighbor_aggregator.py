@@ -292,12 +292,15 @@ class AttentiveNeighborAggregator(torch.nn.Module):
     def _fused_messages(self, rel_index: Optional[Tensor],
                         ent_index: Optional[Tensor]) -> bool:
         # The hand-written ReLU messages (relu_pair_messages) serve the
-        # default layer in eager mode; other activations, active dropout
-        # and torch.compile (which fuses the plain expression itself) take
-        # the autograd path.
+        # default layer in eager mode; other activations, active dropout,
+        # autocast (whose dtype changes the backward cannot follow) and
+        # torch.compile (which fuses the plain expression itself) take the
+        # autograd path.
+        device_type = self.lin_ent.weight.device.type
         return (rel_index is not None and ent_index is not None
                 and isinstance(self.act, torch.nn.ReLU)
                 and (self.dropout == 0.0 or not self.training)
+                and not torch.is_autocast_enabled(device_type)
                 and not torch.compiler.is_compiling())
 
     def forward(

@@ -241,6 +241,10 @@ class SparseMoERelationMeta(torch.nn.Module):
     def _experts_sparse(self, x: Tensor, experts: Tensor,
                         weights: Tensor) -> Tuple[Tensor, Tensor]:
         P, k, M = x.size(0), self.top_k, self.num_experts
+        # grouped_mm is not autocast-aware: under mixed precision the
+        # experts run in their parameters' dtype (a no-op otherwise).
+        x = x.to(self.weight1.dtype)
+        weights = weights.to(x.dtype)
         flat_expert = experts.reshape(-1)
         # Stable sort keeps pairs in order within each expert: the result
         # does not depend on the sort algorithm.

@@ -143,3 +143,22 @@ def test_dense_adam_is_fused_and_stays_fused_on_resume(tiny_data, tmp_path):
     for key, value in state['optimizers'][0]['state'].items():
         torch.testing.assert_close(moments[key]['exp_avg'],
                                    value['exp_avg'])
+
+
+@pytest.mark.parametrize('name,kw', [('metar', {}), ('moemeta', {}),
+                                     ('moemeta', dict(aggregate=False))])
+def test_mixed_precision_trains(tiny_data, tmp_path, name, kw):
+    # bfloat16 autocast: the aggregator leaves its hand-written kernels for
+    # the autograd path and the experts run in their parameters' dtype.
+    from pyg_fewshot.models import build_model
+    torch.manual_seed(0)
+    model = build_model(name, tiny_data, embedding_dim=8, **kw)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer = MetaTrainer(MetaLearner(model), EpisodeSampler(tiny_data, 2, 3,
+                                                             8),
+                          str(tmp_path), amp=True, max_steps=3,
+                          eval_every=10, progress=False)
+    trainer.fit()
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert any(not torch.equal(before[k], v)
+               for k, v in model.named_parameters())
