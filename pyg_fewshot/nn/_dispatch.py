@@ -376,7 +376,7 @@ class _ReLUPairMessages(torch.autograd.Function):
     """
     @staticmethod
     def forward(a: Tensor, b: Tensor, rel: Tensor, ent: Tensor,
-                vecs_t: Tensor) -> Tuple[Tensor, Tensor]:
+                vecs_t: Tensor, own_grad: bool) -> Tuple[Tensor, Tensor]:
         P = rel.numel()
         table = torch.cat([a, b], dim=0)
         bags = torch.stack([rel.long(), ent.long() + a.size(0)], dim=1)
@@ -388,10 +388,11 @@ class _ReLUPairMessages(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        a, b, rel, ent, vecs_t = inputs
+        a, b, rel, ent, vecs_t, own_grad = inputs
         c, _ = output
         ctx.save_for_backward(c, rel, ent, vecs_t)
         ctx.num_a, ctx.num_b = a.size(0), b.size(0)
+        ctx.own_grad = own_grad
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -400,10 +401,17 @@ class _ReLUPairMessages(torch.autograd.Function):
         c, rel, ent, vecs_t = ctx.saved_tensors
         if grad_c is None:
             grad_c = torch.zeros_like(c)
+        # With own_grad the caller guarantees that the messages have one
+        # consumer whose backward allocates their gradient afresh, so it can
+        # be updated in place (saving a copy of [P, d]).
+        own = (ctx.own_grad and grad_c.is_contiguous()
+               and grad_c.dtype == c.dtype and grad_c.shape == c.shape)
         if grad_logits_t is not None and vecs_t.size(0) > 0:
-            grad = torch.addmm(grad_c, grad_logits_t.t(), vecs_t)
+            grad = (grad_c.addmm_(grad_logits_t.t(), vecs_t) if own else
+                    torch.addmm(grad_c, grad_logits_t.t(), vecs_t))
         else:
-            grad = grad_c.clone(memory_format=torch.contiguous_format)
+            grad = (grad_c if own else
+                    grad_c.clone(memory_format=torch.contiguous_format))
         # ReLU backward in place on our own buffer: grad[c <= 0] = 0.
         torch.ops.aten.threshold_backward.grad_input(grad, c, 0.0,
                                                      grad_input=grad)
@@ -417,11 +425,12 @@ class _ReLUPairMessages(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_b = grad.new_zeros(ctx.num_b, grad.size(1))
             grad_b.index_add_(0, ent, grad)
-        return grad_a, grad_b, None, None, grad_vecs_t
+        return grad_a, grad_b, None, None, grad_vecs_t, None
 
 
 def relu_pair_messages(a: Tensor, b: Tensor, rel: Tensor, ent: Tensor,
-                       vecs: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+                       vecs: Optional[Tensor],
+                       own_grad: bool = False) -> Tuple[Tensor, Tensor]:
     r"""Per-pair messages :math:`\mathbf{c}_p = \mathrm{ReLU}(\mathbf{a}_{
     \mathrm{rel}_p} + \mathbf{b}_{\mathrm{ent}_p})` and their logits
     :math:`\mathbf{c}_p^{\top} \mathbf{v}_j`.
@@ -438,6 +447,12 @@ def relu_pair_messages(a: Tensor, b: Tensor, rel: Tensor, ent: Tensor,
         ent (torch.Tensor): Row of :obj:`b` of each pair, :obj:`[P]`.
         vecs (torch.Tensor, optional): Logit vectors as columns,
             :obj:`[d, k]` (:obj:`None`: no logits).
+        own_grad (bool, optional): The messages have a single consumer
+            whose backward returns a freshly allocated gradient (as
+            :func:`csr_weighted_sum` does), so the backward may update that
+            gradient in place instead of copying it. Leave it :obj:`False`
+            when the messages are used elsewhere too.
+            (default: :obj:`False`)
 
     Returns:
         :obj:`(c, logits_t)`: messages :obj:`[P, d]` and the logits
@@ -447,7 +462,7 @@ def relu_pair_messages(a: Tensor, b: Tensor, rel: Tensor, ent: Tensor,
         vecs_t = a.new_zeros(0, a.size(1))
     else:
         vecs_t = vecs.t().contiguous()
-    return _ReLUPairMessages.apply(a, b, rel, ent, vecs_t)
+    return _ReLUPairMessages.apply(a, b, rel, ent, vecs_t, own_grad)
 
 
 # Weighted segment sums ------------------------------------------------------

@@ -242,8 +242,10 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         logits: Optional[Tensor] = None  # [k, P]: one row per vector
         if self._fused_messages(rel_index, ent_index):
             assert rel_index is not None and ent_index is not None
+            # The messages' only consumer is csr_weighted_sum below, whose
+            # backward allocates their gradient: it may be reused in place.
             c, logits = relu_pair_messages(h_rel, h_ent, rel_index,
-                                           ent_index, vec_mat)
+                                           ent_index, vec_mat, own_grad=True)
         else:
             if rel_index is not None:
                 h_rel = h_rel.index_select(0, rel_index)
@@ -260,20 +262,20 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         # per-edge attention buffers are allocated.
         del h_rel, h_ent
         num_edges = batch.numel()
-        if logits is not None and pair_index is not None:
-            logits = logits.index_select(1, pair_index)
+        rows = [] if logits is None else list(logits.unbind(0))
+        if pair_index is not None:
+            # One 1-D gather per vector: its backward is a 1-D index_add.
+            rows = [r.index_select(0, pair_index) for r in rows]
 
         weight: Optional[Tensor] = None
         if self.att is not None:
-            assert logits is not None
-            weight = softmax(logits[0], batch, num_nodes=B)
+            weight = softmax(rows[0], batch, num_nodes=B)
         elif self.attention == 'mean':
             ones = c.new_ones(num_edges)
             deg = scatter(ones, batch, dim=0, dim_size=B, reduce='sum')
             weight = (1.0 / deg.clamp(min=1.0)).index_select(0, batch)
         if self.beta is not None:
-            assert logits is not None
-            g = torch.sigmoid(logits[-1])
+            g = torch.sigmoid(rows[-1])
             weight = g if weight is None else weight * g
 
         if weight is None:

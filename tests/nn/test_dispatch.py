@@ -171,3 +171,20 @@ def test_sampling_keys_int32_and_int64(num_rows):
         assert row.numel() == min(int(deg[b]), cap)
         assert row.unique().numel() == row.numel()
         assert bool(((row >= rowptr[b]) & (row < rowptr[b + 1])).all())
+
+
+def test_relu_pair_messages_own_grad_is_the_same_gradient():
+    # own_grad=True reuses the (fresh) gradient of the messages in place;
+    # followed by the segment sum, whose backward allocates that gradient,
+    # every gradient equals the copying path's.
+    a, b, rel, ent, vecs = pair_message_inputs()
+    batch = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2])
+    ptr = index2ptr(batch, 3)
+    grads = []
+    for own in (False, True):
+        c, logits = relu_pair_messages(a, b, rel, ent, vecs, own_grad=own)
+        w = torch.softmax(logits[0], dim=0)
+        out = csr_weighted_sum(w, c, torch.arange(9), batch, ptr=ptr)
+        grads.append(torch.autograd.grad((out * out).sum(), (a, b, vecs)))
+    for x, y in zip(*grads):
+        assert torch.equal(x, y)
