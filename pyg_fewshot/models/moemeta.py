@@ -11,8 +11,15 @@ from torch_geometric.nn import MLP
 from ..nn import (AttentiveNeighborAggregator, ProjectionAdapter,
                   SparseMoERelationMeta)
 from .._index import positions_in, unique_ids
-from ..nn._dispatch import csr_gather, graph_pairs
+from ..nn._dispatch import csr_gather, graph_pairs, head_and_rows
 from .base import FewShotModel, Local, expand_task, init_entity_embedding
+
+
+def _is_sorted_unique(index: Tensor, num_unique: int) -> bool:
+    # A 1-D index with as many entries as distinct values, strictly
+    # increasing, equals its own sorted unique values.
+    return (index.dim() == 1 and index.numel() == num_unique
+            and (num_unique < 2 or bool((index[1:] > index[:-1]).all())))
 
 
 class MoEMeta(FewShotModel):
@@ -252,11 +259,15 @@ class MoEMeta(FewShotModel):
                                  num_nbr + extra.long().cumsum(0) - 1)
         table = self.entity(torch.cat([nbr_ids, centers[extra]]))
         C = centers.numel()
+        x_nbr, x_center = head_and_rows(table, num_nbr, center_row)
         out = self.aggregator.forward_edges(
-            table.index_select(0, center_row), self.relation.weight,
-            table.narrow(0, 0, num_nbr), batch, num_nodes=C,
+            x_center, self.relation.weight, x_nbr, batch, num_nodes=C,
             rel_index=pair_rel, ent_index=ent_index, pair_index=pair_index,
             ptr=index2ptr(batch, C))
+        if _is_sorted_unique(index, C):
+            # The engine passes sorted distinct ids (MetaLearner.embed_*):
+            # then index == centers and the gather would be a copy.
+            return out
         return out.index_select(0, inverse.view(-1)).view(*index.shape, -1)
 
     def init_local(self, sup_h: Tensor,

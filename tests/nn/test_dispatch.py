@@ -10,6 +10,7 @@ from pyg_fewshot.nn._dispatch import (
     csr_gather,
     csr_weighted_sum,
     graph_pairs,
+    head_and_rows,
     relu_pair_messages,
     unique_pairs,
 )
@@ -188,3 +189,21 @@ def test_relu_pair_messages_own_grad_is_the_same_gradient():
         grads.append(torch.autograd.grad((out * out).sum(), (a, b, vecs)))
     for x, y in zip(*grads):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize('use', ['both', 'head', 'rows'])
+def test_head_and_rows_matches_narrow_and_index_select(use):
+    table = torch.randn(7, 3, dtype=torch.double, requires_grad=True)
+    index = torch.tensor([6, 1, 4, 1])
+    head, rows = head_and_rows(table, 3, index)
+    torch.testing.assert_close(head, table[:3])
+    torch.testing.assert_close(rows, table[index])
+    gh, gr = torch.randn(3, 3, dtype=torch.double), torch.randn(
+        4, 3, dtype=torch.double)
+    outs = {'both': (head, rows), 'head': (head, ), 'rows': (rows, )}[use]
+    grads = {'both': (gh, gr), 'head': (gh, ), 'rows': (gr, )}[use]
+    got, = torch.autograd.grad(outs, (table, ), grads)
+    ref_outs = {'both': (table[:3], table[index]), 'head': (table[:3], ),
+                'rows': (table[index], )}[use]
+    want, = torch.autograd.grad(ref_outs, (table, ), grads)
+    torch.testing.assert_close(got, want)
