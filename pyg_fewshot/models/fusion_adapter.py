@@ -437,6 +437,9 @@ class FusionAdapter(FewShotModel):
                 local: Local) -> Tuple[Tensor, Tensor]:
         return self.backbone.project(h, t, local)
 
+    def score_tails(self, h: Tensor, tails: Tensor, local: Local) -> Tensor:
+        return self.backbone.score_tails(h, tails, local)
+
     # Test time --------------------------------------------------------------
     def _adapt(self, local: Local, sup_h: Tensor, sup_t: Tensor,
                sup_neg: Tensor) -> Local:

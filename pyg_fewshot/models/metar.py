@@ -99,3 +99,4 @@ class MetaR(FewShotModel):
     def project(self, h: Tensor, t: Tensor,
                 local: Local) -> Tuple[Tensor, Tensor]:
         return h + expand_task(local['rel'], h), t
+

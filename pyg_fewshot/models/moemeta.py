@@ -11,7 +11,8 @@ from torch_geometric.nn import MLP
 from ..nn import (AttentiveNeighborAggregator, ProjectionAdapter,
                   SparseMoERelationMeta)
 from .._index import positions_in, unique_ids
-from ..nn._dispatch import csr_gather, graph_pairs, head_and_rows
+from ..nn._dispatch import (csr_gather, graph_pairs, head_and_rows,
+                            translational_distance)
 from .base import FewShotModel, Local, expand_task, init_entity_embedding
 
 
@@ -289,6 +290,17 @@ class MoEMeta(FewShotModel):
             local.update(self.projection.init_local(B, device=rel.device,
                                                     dtype=rel.dtype))
         return local, aux
+
+    def score_tails(self, h: Tensor, tails: Tensor, local: Local) -> Tensor:
+        # The TransD form is one translational distance with a hand-written
+        # backward; the paper's form and no projection keep the generic
+        # projection.
+        proj = self.projection
+        if proj is not None and proj.mode == 'transd':
+            return -translational_distance(h, tails, local['rel'],
+                                           local['p_h'], local['p_r'],
+                                           local['p_t'])
+        return super().score_tails(h, tails, local)
 
     def project(self, h: Tensor, t: Tensor,
                 local: Local) -> Tuple[Tensor, Tensor]:
