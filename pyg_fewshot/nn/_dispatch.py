@@ -753,8 +753,8 @@ def translational_distance(h: Tensor, tails: Tensor, rel: Tensor,
     The same values as projecting and taking the norm of the difference
     (see :class:`~pyg_fewshot.nn.ProjectionAdapter`). With projection
     vectors this runs as a custom autograd function that makes about a
-    third of autograd's passes (6-9% of a MoEMeta meta-training step on
-    NELL-One, docs/benchmarks.md); the TransE form, and any form inside
+    third of autograd's passes over the tails (docs/benchmarks.md); the
+    TransE form, and any form inside
     :func:`torch.compile`, under autocast, or with heads that broadcast
     against tails of other middle dimensions, is the plain expression.
 
