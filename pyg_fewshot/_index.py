@@ -78,8 +78,8 @@ def positions_in(uniq: Tensor, query: Tensor,
 
     A lookup table of ``num_values`` entries replaces
     :func:`torch.searchsorted` (about 140 ns per query on CPU here, against
-    a few ns for the table), so use it where ``num_values`` is within a
-    small multiple of the number of ids involved.
+    a few ns for the table) when ``num_values`` is within a small multiple
+    of the number of ids involved; otherwise it is the binary search.
 
     Args:
         uniq (torch.Tensor): Distinct ids in :math:`[0,
@@ -92,9 +92,26 @@ def positions_in(uniq: Tensor, query: Tensor,
         (:obj:`-1` where absent), and whether it is present; both shaped
         like :obj:`query`.
     """
+    flat = query.reshape(-1).long()
+    uniq = uniq.long()
+    if num_values > _MASK_ENTRIES_PER_ID * (uniq.numel() + flat.numel()) \
+            + 65536 or uniq.numel() == 0:
+        # A table of num_values entries would cost more than a binary
+        # search (e.g. a Wiki-One entity table against one batch).
+        order = torch.argsort(uniq)
+        keys = uniq.index_select(0, order)
+        at = torch.searchsorted(keys, flat).clamp_(max=max(keys.numel() - 1,
+                                                            0))
+        if keys.numel() == 0:
+            pos = torch.full_like(flat, -1)
+        else:
+            found = keys.index_select(0, at) == flat
+            pos = torch.where(found, order.index_select(0, at),
+                              torch.full_like(flat, -1))
+        pos = pos.view(query.shape)
+        return pos, pos >= 0
     table = torch.full((num_values, ), -1, dtype=torch.long,
                        device=uniq.device)
-    table.index_copy_(0, uniq.long(),
-                      torch.arange(uniq.numel(), device=uniq.device))
-    pos = table.index_select(0, query.reshape(-1).long()).view(query.shape)
+    table.index_copy_(0, uniq, torch.arange(uniq.numel(), device=uniq.device))
+    pos = table.index_select(0, flat).view(query.shape)
     return pos, pos >= 0

@@ -44,3 +44,16 @@ def test_positions_in():
     pos, found = positions_in(uniq, torch.tensor([[5, 0], [8, 2]]), 10)
     assert pos.tolist() == [[2, -1], [0, 1]]
     assert found.tolist() == [[True, False], [True, True]]
+
+
+def test_positions_in_binary_search_path():
+    # A huge id space against few ids takes the binary search; same result
+    # as the table, uniq in any order.
+    uniq = torch.tensor([8, 2, 5])
+    query = torch.tensor([[5, 0], [8, 2]])
+    table = positions_in(uniq, query, 10)
+    search = positions_in(uniq, query, 10**7)
+    for a, b in zip(table, search):
+        assert torch.equal(a, b)
+    pos, found = positions_in(torch.empty(0, dtype=torch.long), query, 10**7)
+    assert bool((pos == -1).all()) and not bool(found.any())

@@ -356,11 +356,16 @@ def graph_pairs(rel: Tensor, ent: Tensor,
     Returns:
         :obj:`(pair_rel, pair_ent, entry_pair)`: the relation and entity of
         each of the :math:`G` pairs, shape :obj:`[G]`, and the pair id of
-        each entry, shape :obj:`[E]` (int32 when :math:`G < 2^{31}`).
+        each entry, shape :obj:`[E]`; int32 where the values fit (half the
+        memory of a Wiki-One-size graph's tables).
     """
     pair_rel, pair_ent, entry_pair = unique_pairs(rel, ent, num_entities)
-    if pair_rel.numel() < 2**31:
+    small = 2**31 - 1
+    if pair_rel.numel() < small:
         entry_pair = entry_pair.int()
+    if num_entities < small and (pair_rel.numel() == 0
+                                 or int(pair_rel.max()) < small):
+        pair_rel, pair_ent = pair_rel.int(), pair_ent.int()
     return pair_rel, pair_ent, entry_pair
 
 
