@@ -129,11 +129,11 @@ class MetaLearner:
     def adapt(self, local: Local, sup_h: Tensor, sup_t: Tensor,
               sup_neg: Tensor, steps: Optional[int] = None) -> Local:
         r"""Runs the inner loop and returns the adapted local parameters."""
-        return self.adapt_stacked(local, sup_h, torch.stack([sup_t, sup_neg], dim=1),
-                           steps)
+        return self.adapt_stacked(local, sup_h,
+                                  torch.stack([sup_t, sup_neg], dim=1), steps)
 
     def adapt_stacked(self, local: Local, sup_h: Tensor, sup_tails: Tensor,
-               steps: Optional[int] = None) -> Local:
+                      steps: Optional[int] = None) -> Local:
         r""":meth:`adapt` with the support tails stacked as
         ``[B, 2, K, d]`` (positive, negative), as :meth:`embed_stacked`
         returns them."""
@@ -161,7 +161,8 @@ class MetaLearner:
         return local
 
     # Outer objective --------------------------------------------------------
-    def embed_stacked(self, ep: Episode) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def embed_stacked(self,
+                      ep: Episode) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         r"""Entity representations of an episode as ``(sup_h,
         sup_tails, qry_h, qry_tails)``: heads ``[B, K, d]`` / ``[B, Q, d]``
         and tails ``[B, 2, K, d]`` / ``[B, 2, Q, d]`` (positive, negative),
