@@ -50,6 +50,12 @@ CANDIDATES = {
     'transe_convex_sd50': ('transe_convex with stochastic depth 0.5',
                            _args(*TRANSE,
                                  'aggregator_update_dropout=0.5')),
+    'transe_fixed': ('transe_convex with the message weights fixed '
+                     '(attention, scale and relation vectors learnt)',
+                     _args(*TRANSE, 'aggregator_learn_message=False')),
+    'transe_convex_gate': ('transe_convex with the paper\'s gate',
+                           _args(*[a for a in TRANSE
+                                   if a != 'aggregator_gate=False'])),
     'mean_nogate': ('mean attention, no gate',
                     _args('aggregator_attention=mean',
                           'aggregator_gate=False')),

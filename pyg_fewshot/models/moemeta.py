@@ -83,11 +83,14 @@ class MoEMeta(FewShotModel):
             (default: :obj:`'default'`)
         aggregator_update_dropout (float, optional): Stochastic depth: the
             probability of dropping an entity's whole neighbourhood update
-            in training. The six ``aggregator_*`` options above are the
-            ``attention``, ``gate``, ``act``, ``mix``, ``init`` and
-            ``update_dropout`` arguments of
+            in training. (default: :obj:`0.0`)
+        aggregator_learn_message (bool, optional): If :obj:`False`, the
+            aggregator's message weights keep their initial values.
+            The seven ``aggregator_*`` options above are the
+            ``attention``, ``gate``, ``act``, ``mix``, ``init``,
+            ``update_dropout`` and ``learn_message`` arguments of
             :class:`~pyg_fewshot.nn.AttentiveNeighborAggregator`.
-            (default: :obj:`0.0`)
+            (default: :obj:`True`)
         aggregator_relations (str, optional): Initial relation vectors of
             the aggregator: ``'pretrained'`` (``pretrained_relations``, else
             Xavier) or ``'translation'``: each relation's mean translation
@@ -153,6 +156,7 @@ class MoEMeta(FewShotModel):
                  aggregator_mix: str = 'add',
                  aggregator_init: str = 'default',
                  aggregator_update_dropout: float = 0.0,
+                 aggregator_learn_message: bool = True,
                  aggregator_relations: str = 'pretrained',
                  sample_neighbors: bool = True,
                  moe: bool = True, mlp_hidden: Sequence[int] = (500, 200),
@@ -175,6 +179,7 @@ class MoEMeta(FewShotModel):
             aggregator_gate=aggregator_gate, aggregator_act=aggregator_act,
             aggregator_mix=aggregator_mix, aggregator_init=aggregator_init,
             aggregator_update_dropout=aggregator_update_dropout,
+            aggregator_learn_message=aggregator_learn_message,
             aggregator_relations=aggregator_relations,
             sample_neighbors=sample_neighbors, moe=moe,
             mlp_hidden=list(mlp_hidden), local_adaptation=local_adaptation,
@@ -199,7 +204,8 @@ class MoEMeta(FewShotModel):
                 residual_scale=aggregator_scale,
                 attention=aggregator_attention, gate=aggregator_gate,
                 act=aggregator_act, mix=aggregator_mix, init=aggregator_init,
-                update_dropout=aggregator_update_dropout)
+                update_dropout=aggregator_update_dropout,
+                learn_message=aggregator_learn_message)
             ptr, ent, rel = graph
             # Not persistent: the graph comes from the data, not checkpoints.
             self.register_buffer('nbr_ptr', ptr, persistent=False)

@@ -129,6 +129,12 @@ class AttentiveNeighborAggregator(torch.nn.Module):
             :obj:`hidden_dim == embedding_dim`). (default: :obj:`"default"`)
         update_dropout (float, optional): Probability of dropping an
             entity's whole update in training mode. (default: :obj:`0.0`)
+        learn_message (bool, optional): If :obj:`False`, :math:`\mathbf{W}`
+            and :math:`\mathbf{b}` keep their initial values (no
+            gradient); with :obj:`init="transe"` the messages then stay
+            the TransE predictions :math:`\mathbf{e}_i - \mathbf{r}_i` of
+            the current vectors, and only the attention, gate and scale are
+            learnt. (default: :obj:`True`)
 
     Shapes:
         - **input:**
@@ -153,6 +159,7 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         mix: str = 'add',
         init: str = 'default',
         update_dropout: float = 0.0,
+        learn_message: bool = True,
     ):
         super().__init__()
         if attention not in _ATTENTIONS:
@@ -181,6 +188,7 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         self.mix = mix
         self.init = init
         self.update_dropout = update_dropout
+        self.learn_message = learn_message
         self.act = activation_resolver(act, **(act_kwargs or {}))
         if self.act is None:
             self.act = torch.nn.Identity()
@@ -203,6 +211,10 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         self.gamma: Optional[Parameter] = None
         if residual_scale is not None:
             self.gamma = Parameter(torch.empty(()))
+
+        if not learn_message:
+            for lin in (self.lin_rel, self.lin_ent):
+                lin.requires_grad_(False)
 
         self.reset_parameters()
 
@@ -489,4 +501,6 @@ class AttentiveNeighborAggregator(torch.nn.Module):
             out += f', init={self.init}'
         if self.update_dropout > 0.0:
             out += f', update_dropout={self.update_dropout}'
+        if not self.learn_message:
+            out += ', learn_message=False'
         return out

@@ -164,3 +164,16 @@ def test_aggregator_relations_start_at_mean_translations(tiny_data):
         torch.testing.assert_close(model.relation.weight[R + rel], -expected)
     with pytest.raises(ValueError):
         small(tiny_data, aggregator_relations='random')
+
+
+def test_aggregator_fixed_message_trains(tiny_data):
+    model = small(tiny_data, aggregator_init='transe', aggregator_act=None,
+                  aggregator_gate=False, aggregator_mix='convex',
+                  aggregator_scale=0.1, aggregator_learn_message=False)
+    learner = MetaLearner(model)
+    ep = EpisodeSampler(tiny_data, 2, batch_size=8, seed=0).sample()
+    loss, _ = learner.loss(ep)
+    loss.backward()
+    assert model.aggregator.lin_ent.weight.grad is None
+    assert model.aggregator.gamma.grad is not None
+    assert model.relation.weight.grad is not None

@@ -415,3 +415,19 @@ def test_new_options_validate():
     agg = AttentiveNeighborAggregator(D, mix='convex', init='transe')
     assert repr(agg).endswith('residual_scale=None, mix=convex, '
                               'init=transe)')
+
+
+def test_fixed_message_learns_attention_and_scale_only():
+    x, x_rel, src, rel, batch = _small_edges(7)
+    agg = AttentiveNeighborAggregator(D, gate=False, act=None, mix='convex',
+                                      init='transe', residual_scale=0.2,
+                                      learn_message=False)
+    out = agg.forward_edges(x[:3], x_rel, x, batch, rel_index=rel,
+                            ent_index=src)
+    out.pow(2).sum().backward()
+    assert agg.lin_ent.weight.grad is None and agg.lin_rel.weight.grad is None
+    assert agg.att.grad is not None and agg.gamma.grad is not None
+    agg.reset_parameters()
+    assert torch.equal(agg.lin_ent.weight, torch.eye(D))
+    assert not agg.lin_ent.weight.requires_grad
+    assert repr(agg).endswith('learn_message=False)')
