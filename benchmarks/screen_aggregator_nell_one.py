@@ -56,6 +56,12 @@ CANDIDATES = {
     'transe_convex_gate': ('transe_convex with the paper\'s gate',
                            _args(*[a for a in TRANSE
                                    if a != 'aggregator_gate=False'])),
+    'transe_fixed_sd50': ('transe_fixed with stochastic depth 0.5',
+                          _args(*TRANSE, 'aggregator_learn_message=False',
+                                'aggregator_update_dropout=0.5')),
+    'transe_convex_sd75': ('transe_convex with stochastic depth 0.75',
+                           _args(*TRANSE,
+                                 'aggregator_update_dropout=0.75')),
     'mean_nogate': ('mean attention, no gate',
                     _args('aggregator_attention=mean',
                           'aggregator_gate=False')),
