@@ -39,6 +39,22 @@ CONFIGS = {
                              '--model-arg', 'aggregate=False',
                              '--model-arg', 'projection=none'],
 }
+# The full model (50-neighbour aggregator) with the aggregator's message
+# started at the TransE prediction e_i - r_i of the centre (linear, no gate,
+# relation vectors at the mean translations), mixed in convexly by a scale
+# learnt from 0; '-sd50' adds stochastic depth 0.5 on the update in
+# training. Chosen on dev by benchmarks/screen_aggregator_nell_one.py.
+_TRANSE = ['--model', 'moemeta', '--inner-lr', '5', '--model-arg',
+           'projection=none', '--model-arg', 'aggregator_scale=0.0',
+           '--model-arg', 'aggregator_init=transe', '--model-arg',
+           'aggregator_act=None', '--model-arg', 'aggregator_gate=False',
+           '--model-arg', 'aggregator_mix=convex', '--model-arg',
+           'aggregator_relations=translation']
+CONFIGS['moemeta-transe'] = _TRANSE
+CONFIGS['moemeta-transe-sd50'] = _TRANSE + [
+    '--model-arg', 'aggregator_update_dropout=0.5']
+CONFIGS['moemeta-transe-fixed'] = _TRANSE + [
+    '--model-arg', 'aggregator_learn_message=False']
 
 
 def fmt(x):

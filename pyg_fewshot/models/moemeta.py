@@ -7,6 +7,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.index import index2ptr
 from torch_geometric.nn import MLP
+from torch_geometric.utils import scatter
 
 from ..nn import (AttentiveNeighborAggregator, ProjectionAdapter,
                   SparseMoERelationMeta)
@@ -75,6 +76,39 @@ class MoEMeta(FewShotModel):
             aggregator's residual update (``0.0``: identity at
             initialisation); :obj:`None` fixes it to 1 as in the paper.
             (default: :obj:`None`)
+        aggregator_attention (str, optional): The aggregator's attention,
+            ``'softmax'`` (paper), ``'mean'`` or ``'sum'``.
+            (default: :obj:`'softmax'`)
+        aggregator_gate (bool, optional): The aggregator's per-neighbour
+            gate. (default: :obj:`True`)
+        aggregator_act (str, optional): The aggregator's activation;
+            :obj:`None` for linear messages. (default: :obj:`'relu'`)
+        aggregator_mix (str, optional): ``'add'`` (residual, paper) or
+            ``'convex'`` (:math:`(1 - \gamma)\mathbf{e} + \gamma\,
+            \mathrm{agg}`). (default: :obj:`'add'`)
+        aggregator_init (str, optional): ``'default'`` or ``'transe'``
+            (messages start at the TransE prediction
+            :math:`\mathbf{e}_i - \mathbf{r}_i` of the centre).
+            (default: :obj:`'default'`)
+        aggregator_update_dropout (float, optional): Stochastic depth: the
+            probability of dropping an entity's whole neighbourhood update
+            in training. (default: :obj:`0.0`)
+        aggregator_learn_message (bool, optional): If :obj:`False`, the
+            aggregator's message weights keep their initial values.
+            The seven ``aggregator_*`` options above are the
+            ``attention``, ``gate``, ``act``, ``mix``, ``init``,
+            ``update_dropout`` and ``learn_message`` arguments of
+            :class:`~pyg_fewshot.nn.AttentiveNeighborAggregator`.
+            (default: :obj:`True`)
+        aggregator_relations (str, optional): Initial relation vectors of
+            the aggregator: ``'pretrained'`` (``pretrained_relations``, else
+            Xavier) or ``'translation'``: each relation's mean translation
+            :math:`\frac{1}{|\mathcal{E}_r|}\sum_{(h, r, t)}
+            (\mathbf{t} - \mathbf{h})` over its background edges, computed
+            from the initial entity vectors (the least-squares TransE
+            relation for those vectors, on the entities' scale; inverses
+            negated, a relation without edges starts at zero).
+            (default: :obj:`'pretrained'`)
         sample_neighbors (bool, optional): In training, aggregate over a
             random subset of ``max_neighbors`` neighbours of a hub entity;
             :obj:`False` uses the first ``max_neighbors`` (CSR order) in
@@ -125,6 +159,14 @@ class MoEMeta(FewShotModel):
                  load_balance: float = 0.0, noisy_gating: bool = False,
                  aggregate: bool = True, max_neighbors: Optional[int] = 50,
                  aggregator_scale: Optional[float] = None,
+                 aggregator_attention: str = 'softmax',
+                 aggregator_gate: bool = True,
+                 aggregator_act: Optional[str] = 'relu',
+                 aggregator_mix: str = 'add',
+                 aggregator_init: str = 'default',
+                 aggregator_update_dropout: float = 0.0,
+                 aggregator_learn_message: bool = True,
+                 aggregator_relations: str = 'pretrained',
                  sample_neighbors: bool = True,
                  moe: bool = True, mlp_hidden: Sequence[int] = (500, 200),
                  local_adaptation: bool = True, projection: str = 'transd',
@@ -142,10 +184,21 @@ class MoEMeta(FewShotModel):
             load_balance=load_balance, noisy_gating=noisy_gating,
             aggregate=aggregate, max_neighbors=max_neighbors,
             aggregator_scale=aggregator_scale,
+            aggregator_attention=aggregator_attention,
+            aggregator_gate=aggregator_gate, aggregator_act=aggregator_act,
+            aggregator_mix=aggregator_mix, aggregator_init=aggregator_init,
+            aggregator_update_dropout=aggregator_update_dropout,
+            aggregator_learn_message=aggregator_learn_message,
+            aggregator_relations=aggregator_relations,
             sample_neighbors=sample_neighbors, moe=moe,
             mlp_hidden=list(mlp_hidden), local_adaptation=local_adaptation,
             projection=projection, projection_init=projection_init,
             dropout=dropout, sparse=sparse)
+        if aggregator_relations not in ('pretrained', 'translation'):
+            raise ValueError(f"Unknown aggregator_relations "
+                             f"'{aggregator_relations}' (expected "
+                             f"'pretrained' or 'translation')")
+        self.aggregator_relations = aggregator_relations
         d = embedding_dim
         self.entity = torch.nn.Embedding(num_entities, d, sparse=sparse)
         self.aggregator: Optional[AttentiveNeighborAggregator] = None
@@ -157,7 +210,11 @@ class MoEMeta(FewShotModel):
             self.relation = torch.nn.Embedding(2 * num_relations, d)
             self.aggregator = AttentiveNeighborAggregator(
                 d, dropout=dropout, max_neighbors=max_neighbors,
-                residual_scale=aggregator_scale)
+                residual_scale=aggregator_scale,
+                attention=aggregator_attention, gate=aggregator_gate,
+                act=aggregator_act, mix=aggregator_mix, init=aggregator_init,
+                update_dropout=aggregator_update_dropout,
+                learn_message=aggregator_learn_message)
             ptr, ent, rel = graph
             # Not persistent: the graph comes from the data, not checkpoints.
             self.register_buffer('nbr_ptr', ptr, persistent=False)
@@ -221,6 +278,8 @@ class MoEMeta(FewShotModel):
             self.aggregator.reset_parameters()
             with torch.no_grad():
                 rel = self._pretrained_relations
+                if self.aggregator_relations == 'translation':
+                    rel = self._mean_translations()
                 if rel is None:
                     torch.nn.init.xavier_uniform_(self.relation.weight)
                 else:
@@ -228,6 +287,20 @@ class MoEMeta(FewShotModel):
         for module in (self.moe, self.mlp, self.projection):
             if module is not None:
                 module.reset_parameters()
+
+    def _mean_translations(self) -> Tensor:
+        # CSR entry (centre c, neighbour e, relation r < R) is the forward
+        # background edge (c, r, e): its translation is e - c.
+        R = self.relation.num_embeddings // 2
+        deg = self.nbr_ptr[1:] - self.nbr_ptr[:-1]
+        center = torch.arange(deg.numel(), device=deg.device)
+        center = center.repeat_interleave(deg)
+        fwd = self.nbr_rel < R
+        x = self.entity.weight
+        diff = (x.index_select(0, self.nbr_ent[fwd]) -
+                x.index_select(0, center[fwd]))
+        return scatter(diff, self.nbr_rel[fwd], dim=0, dim_size=R,
+                       reduce='mean')
 
     def sparse_parameters(self) -> Tuple[torch.nn.Parameter, ...]:
         return (self.entity.weight, ) if self.entity.sparse else ()

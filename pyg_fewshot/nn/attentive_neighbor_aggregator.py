@@ -18,6 +18,8 @@ from pyg_fewshot.nn._dispatch import (
 )
 
 _ATTENTIONS = ('softmax', 'mean', 'sum')
+_MIXES = ('add', 'convex')
+_INITS = ('default', 'transe')
 
 
 class AttentiveNeighborAggregator(torch.nn.Module):
@@ -57,6 +59,32 @@ class AttentiveNeighborAggregator(torch.nn.Module):
     <https://arxiv.org/abs/2003.04887>`_), which leaves pretrained
     embeddings untouched until training has learnt a useful update.
 
+    Two options leave the default (the paper's layer) unchanged:
+    :obj:`mix="convex"` replaces the residual by the convex combination
+    :math:`\mathbf{e}' = (1 - \gamma)\,\mathbf{e} + \gamma\,
+    \mathbf{W}_{\mathrm{out}} \sum_i \alpha_i g_i \mathbf{c}'_i` (with
+    :obj:`residual_scale=0.0` it starts at the identity; an entity without
+    neighbours still keeps its embedding), and
+    :obj:`init="transe"` starts the message at the TransE prediction of the
+    centre: :math:`\mathbf{W}_e = \mathbf{I}`, :math:`\mathbf{W}_r =
+    -\mathbf{I}`, :math:`\mathbf{b} = \mathbf{0}` and zero attention and
+    gate vectors, so that with a linear activation (:obj:`act=None`) and no
+    gate each message is :math:`\mathbf{e}_i - \mathbf{r}_i`, what
+    :math:`\mathbf{h} + \mathbf{r} = \mathbf{t}` predicts for the centre
+    from the edge :math:`(\mathbf{e}, r_i, \mathbf{e}_i)` (inverse edges
+    carry :math:`-\mathbf{r}`), and the aggregate is their mean. Together
+    (:obj:`init="transe", act=None, gate=False, mix="convex"`) the layer
+    moves an entity a learnable fraction :math:`\gamma` of the way towards
+    the centre its neighbourhood predicts, and training can then depart from
+    that.
+
+    :obj:`update_dropout` is stochastic depth (`Huang et al., 2016
+    <https://arxiv.org/abs/1603.09382>`_) on the neighbourhood update: in
+    training mode the whole update :math:`\mathbf{e}' - \mathbf{e}` of each
+    enriched entity is dropped with that probability (and the kept updates
+    scaled by :math:`1 / (1 - p)`), so the rest of the model cannot come to
+    rely on it; evaluation uses every update.
+
     The work is done per edge over a flat edge list, with
     :func:`torch_geometric.utils.softmax` and
     :func:`torch_geometric.utils.scatter` over the edges of each entity, so
@@ -80,7 +108,8 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         gate (bool, optional): Use the per-neighbour gate :math:`g_i`.
             (default: :obj:`True`)
         act (str or Callable, optional): Activation :math:`\sigma` (ReLU in
-            the paper). (default: :obj:`"relu"`)
+            the paper); :obj:`None` for none (linear messages).
+            (default: :obj:`"relu"`)
         dropout (float, optional): Dropout on :math:`\mathbf{c}'_i` in
             training mode. (default: :obj:`0.0`)
         max_neighbors (int, optional): Neighbour cap per entity in
@@ -91,6 +120,22 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         residual_scale (float, optional): Initial value of a learnable
             scale :math:`\gamma` of the update; :obj:`None` fixes
             :math:`\gamma = 1`. (default: :obj:`None`)
+        mix (str, optional): :obj:`"add"` (the residual
+            :math:`\mathbf{e} + \gamma \cdot`, as in the paper) or
+            :obj:`"convex"` (:math:`(1 - \gamma)\,\mathbf{e} + \gamma
+            \cdot`). (default: :obj:`"add"`)
+        init (str, optional): :obj:`"default"` (uniform, fan-in
+            :math:`2d`) or :obj:`"transe"` (messages start at
+            :math:`\mathbf{e}_i - \mathbf{r}_i`; needs
+            :obj:`hidden_dim == embedding_dim`). (default: :obj:`"default"`)
+        update_dropout (float, optional): Probability of dropping an
+            entity's whole update in training mode. (default: :obj:`0.0`)
+        learn_message (bool, optional): If :obj:`False`, :math:`\mathbf{W}`
+            and :math:`\mathbf{b}` keep their initial values (no
+            gradient); with :obj:`init="transe"` the messages then stay
+            the TransE predictions :math:`\mathbf{e}_i - \mathbf{r}_i` of
+            the current vectors, and only the attention, gate and scale are
+            learnt. (default: :obj:`True`)
 
     Shapes:
         - **input:**
@@ -112,11 +157,26 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         max_neighbors: Optional[int] = 50,
         act_kwargs: Optional[dict] = None,
         residual_scale: Optional[float] = None,
+        mix: str = 'add',
+        init: str = 'default',
+        update_dropout: float = 0.0,
+        learn_message: bool = True,
     ):
         super().__init__()
         if attention not in _ATTENTIONS:
             raise ValueError(f"Unknown attention '{attention}' "
                              f"(expected one of {_ATTENTIONS})")
+        if mix not in _MIXES:
+            raise ValueError(f"Unknown mix '{mix}' (expected one of "
+                             f"{_MIXES})")
+        if init not in _INITS:
+            raise ValueError(f"Unknown init '{init}' (expected one of "
+                             f"{_INITS})")
+        if init == 'transe' and hidden_dim not in (None, embedding_dim):
+            raise ValueError("init='transe' needs hidden_dim == "
+                             "embedding_dim")
+        if not 0.0 <= update_dropout < 1.0:
+            raise ValueError("'update_dropout' must be in [0, 1)")
         if max_neighbors is not None and max_neighbors < 1:
             raise ValueError("'max_neighbors' must be positive or None")
         self.embedding_dim = embedding_dim
@@ -126,7 +186,13 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         self.dropout = dropout
         self.max_neighbors = max_neighbors
         self.residual_scale = residual_scale
+        self.mix = mix
+        self.init = init
+        self.update_dropout = update_dropout
+        self.learn_message = learn_message
         self.act = activation_resolver(act, **(act_kwargs or {}))
+        if self.act is None:
+            self.act = torch.nn.Identity()
 
         d, hd = embedding_dim, self.hidden_dim
         # W = [W_r | W_e] split in two so that each half can be applied to a
@@ -147,6 +213,10 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         if residual_scale is not None:
             self.gamma = Parameter(torch.empty(()))
 
+        if not learn_message:
+            for lin in (self.lin_rel, self.lin_ent):
+                lin.requires_grad_(False)
+
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -164,6 +234,15 @@ class AttentiveNeighborAggregator(torch.nn.Module):
             self.lin_out.reset_parameters()
         if self.gamma is not None:
             torch.nn.init.constant_(self.gamma, self.residual_scale)
+        if self.init == 'transe':
+            with torch.no_grad():
+                eye = torch.eye(self.embedding_dim)
+                self.lin_ent.weight.copy_(eye)
+                self.lin_rel.weight.copy_(-eye)
+                self.lin_ent.bias.zero_()
+                for vec in (self.att, self.beta):
+                    if vec is not None:
+                        vec.zero_()
 
     def forward_edges(
         self,
@@ -284,8 +363,21 @@ class AttentiveNeighborAggregator(torch.nn.Module):
                                num_segments=B)
         if self.lin_out is not None:
             agg = self.lin_out(agg)
+        if self.mix == 'convex':
+            # An entity without neighbours keeps its embedding here too.
+            if ptr is not None:
+                has_nbr = ptr[1:] > ptr[:-1]
+            else:
+                has_nbr = scatter(c.new_ones(num_edges), batch, dim=0,
+                                  dim_size=B, reduce='sum') > 0
+            agg = agg - x_center * has_nbr.unsqueeze(-1).to(agg.dtype)
         if self.gamma is not None:
             agg = self.gamma * agg
+        p = self.update_dropout
+        if self.training and p > 0.0:
+            # Stochastic depth per enriched entity: drop its whole update.
+            keep = torch.rand(agg.size(0), 1, device=agg.device) >= p
+            agg = agg * keep.to(agg.dtype) / (1.0 - p)
         out = x_center + agg
         if return_attention:
             return out, weight
@@ -420,4 +512,17 @@ class AttentiveNeighborAggregator(torch.nn.Module):
                 f'attention={self.attention}, gate={self.use_gate}, '
                 f'dropout={self.dropout}, '
                 f'max_neighbors={self.max_neighbors}, '
-                f'residual_scale={self.residual_scale})')
+                f'residual_scale={self.residual_scale}{self._extra_repr()})')
+
+    def _extra_repr(self) -> str:
+        # The options added after the paper's layer, shown when not default.
+        out = ''
+        if self.mix != 'add':
+            out += f', mix={self.mix}'
+        if self.init != 'default':
+            out += f', init={self.init}'
+        if self.update_dropout > 0.0:
+            out += f', update_dropout={self.update_dropout}'
+        if not self.learn_message:
+            out += ', learn_message=False'
+        return out

@@ -127,3 +127,53 @@ def test_embed_matches_per_edge_aggregation(tiny_data):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_aggregator_options_are_passed_on(tiny_data):
+    model = small(tiny_data, aggregator_attention='mean',
+                  aggregator_gate=False, aggregator_act=None,
+                  aggregator_mix='convex', aggregator_init='transe',
+                  aggregator_update_dropout=0.25, aggregator_scale=0.0)
+    agg = model.aggregator
+    assert (agg.attention, agg.use_gate, agg.mix, agg.init,
+            agg.update_dropout) == ('mean', False, 'convex', 'transe', 0.25)
+    assert isinstance(agg.act, torch.nn.Identity)
+    assert model.config['aggregator_mix'] == 'convex'
+    # Identity at initialisation with the convex mix from 0 too.
+    model.eval()
+    ids = torch.arange(10)
+    assert torch.allclose(model.embed(ids), model.entity.weight[ids])
+    learner = MetaLearner(model)
+    ep = EpisodeSampler(tiny_data, 2, batch_size=8, seed=0).sample()
+    model.train()
+    loss, _ = learner.loss(ep)
+    loss.backward()
+    assert agg.gamma.grad is not None
+
+
+def test_aggregator_relations_start_at_mean_translations(tiny_data):
+    model = small(tiny_data, aggregator_relations='translation')
+    R = model.relation.num_embeddings // 2
+    x = model.entity.weight.detach()
+    (h, t), r = tiny_data.bg_edge_index, tiny_data.bg_edge_type
+    for rel in range(R):
+        mask = r == rel
+        expected = (x[t[mask]] - x[h[mask]]).mean(0) if mask.any() else \
+            torch.zeros(x.size(1))
+        torch.testing.assert_close(model.relation.weight[rel], expected)
+        torch.testing.assert_close(model.relation.weight[R + rel], -expected)
+    with pytest.raises(ValueError):
+        small(tiny_data, aggregator_relations='random')
+
+
+def test_aggregator_fixed_message_trains(tiny_data):
+    model = small(tiny_data, aggregator_init='transe', aggregator_act=None,
+                  aggregator_gate=False, aggregator_mix='convex',
+                  aggregator_scale=0.1, aggregator_learn_message=False)
+    learner = MetaLearner(model)
+    ep = EpisodeSampler(tiny_data, 2, batch_size=8, seed=0).sample()
+    loss, _ = learner.loss(ep)
+    loss.backward()
+    assert model.aggregator.lin_ent.weight.grad is None
+    assert model.aggregator.gamma.grad is not None
+    assert model.relation.weight.grad is not None

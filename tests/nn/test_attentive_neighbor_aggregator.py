@@ -315,3 +315,119 @@ def test_shared_pair_messages_match_per_edge(attention, gate, hidden_dim):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
         for a, b in zip(grads, ref_grads):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _small_edges(seed=5):
+    torch.manual_seed(seed)
+    x = torch.randn(6, D)
+    x_rel = torch.randn(4, D)
+    # Centres 0, 1 have neighbours; centre 2 has none.
+    src = torch.tensor([1, 2, 3, 5, 0])
+    rel = torch.tensor([0, 1, 2, 3, 0])
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    return x, x_rel, src, rel, batch
+
+
+def test_transe_init_message_is_translation_prediction():
+    x, x_rel, src, rel, batch = _small_edges()
+    agg = AttentiveNeighborAggregator(D, gate=False, act=None, mix='convex',
+                                      init='transe', residual_scale=1.0)
+    assert isinstance(agg.act, torch.nn.Identity)
+    assert torch.equal(agg.lin_rel.weight, -torch.eye(D))
+    assert torch.equal(agg.att, torch.zeros(D))
+    out = agg.forward_edges(x[:3], x_rel, x, batch, rel_index=rel,
+                            ent_index=src)
+    pred = x[src] - x_rel[rel]
+    torch.testing.assert_close(out[0], pred[:3].mean(0))
+    torch.testing.assert_close(out[1], pred[3:].mean(0))
+    # No neighbours: the entity keeps its embedding under the convex mix.
+    assert torch.equal(out[2], x[2])
+    # Learnable convex scale from 0: the identity at initialisation.
+    zero = AttentiveNeighborAggregator(D, gate=False, act=None, mix='convex',
+                                       init='transe', residual_scale=0.0)
+    out = zero.forward_edges(x[:3], x_rel, x, batch, rel_index=rel,
+                             ent_index=src)
+    assert torch.equal(out, x[:3])
+    out.pow(2).sum().backward()
+    assert float(zero.gamma.grad.abs()) > 0
+    # reset_parameters restores the TransE initialisation.
+    with torch.no_grad():
+        zero.lin_ent.weight.add_(1.0)
+    zero.reset_parameters()
+    assert torch.equal(zero.lin_ent.weight, torch.eye(D))
+
+
+@pytest.mark.parametrize('gate', [True, False])
+def test_convex_mix_matches_residual_form(gate):
+    x, x_rel, src, rel, batch = _small_edges(6)
+    torch.manual_seed(1)
+    add = AttentiveNeighborAggregator(D, gate=gate, residual_scale=1.0)
+    torch.manual_seed(1)
+    convex = AttentiveNeighborAggregator(D, gate=gate, residual_scale=0.3,
+                                         mix='convex')
+    kw = dict(rel_index=rel, ent_index=src)
+    m = add.forward_edges(x[:3], x_rel, x, batch, **kw) - x[:3]
+    out = convex.forward_edges(x[:3], x_rel, x, batch, **kw)
+    torch.testing.assert_close(out[:2], 0.7 * x[:2] + 0.3 * m[:2])
+    assert torch.equal(out[2], x[2])
+    # The CSR path (ptr given) agrees.
+    ptr = torch.tensor([0, 3, 5, 5])
+    torch.testing.assert_close(
+        convex.forward_edges(x[:3], x_rel, x, batch, ptr=ptr, **kw), out)
+
+
+def test_update_dropout_drops_whole_updates_in_training_only():
+    rowptr, col_ent, col_rel, R = make_graph()
+    torch.manual_seed(2)
+    ref = AttentiveNeighborAggregator(D, max_neighbors=None,
+                                      residual_scale=0.5)
+    torch.manual_seed(2)
+    sd = AttentiveNeighborAggregator(D, max_neighbors=None,
+                                     residual_scale=0.5, update_dropout=0.5)
+    x_ent = torch.randn(12, D)
+    x_rel = torch.randn(R, D)
+    index = torch.arange(11)  # entity 11 is isolated
+    args = (x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    ref.eval()
+    sd.eval()
+    assert torch.equal(ref(*args), sd(*args))
+    ref.train()
+    sd.train()
+    full = ref(*args) - x_ent[:11]
+    torch.manual_seed(0)
+    delta = sd(*args) - x_ent[:11]
+    dropped = delta.abs().amax(dim=1) == 0
+    kept = ~dropped
+    assert dropped.any() and kept.any()
+    torch.testing.assert_close(delta[kept], 2.0 * full[kept])
+    assert 'update_dropout=0.5' in repr(sd)
+    with pytest.raises(ValueError):
+        AttentiveNeighborAggregator(D, update_dropout=1.0)
+
+
+def test_new_options_validate():
+    with pytest.raises(ValueError):
+        AttentiveNeighborAggregator(D, mix='max')
+    with pytest.raises(ValueError):
+        AttentiveNeighborAggregator(D, init='xavier')
+    with pytest.raises(ValueError):
+        AttentiveNeighborAggregator(D, hidden_dim=6, init='transe')
+    agg = AttentiveNeighborAggregator(D, mix='convex', init='transe')
+    assert repr(agg).endswith('residual_scale=None, mix=convex, '
+                              'init=transe)')
+
+
+def test_fixed_message_learns_attention_and_scale_only():
+    x, x_rel, src, rel, batch = _small_edges(7)
+    agg = AttentiveNeighborAggregator(D, gate=False, act=None, mix='convex',
+                                      init='transe', residual_scale=0.2,
+                                      learn_message=False)
+    out = agg.forward_edges(x[:3], x_rel, x, batch, rel_index=rel,
+                            ent_index=src)
+    out.pow(2).sum().backward()
+    assert agg.lin_ent.weight.grad is None and agg.lin_rel.weight.grad is None
+    assert agg.att.grad is not None and agg.gamma.grad is not None
+    agg.reset_parameters()
+    assert torch.equal(agg.lin_ent.weight, torch.eye(D))
+    assert not agg.lin_ent.weight.requires_grad
+    assert repr(agg).endswith('learn_message=False)')
