@@ -86,6 +86,19 @@ def run_train(args: List[str]) -> dict:
     return parsed.func(parsed)
 
 
+def train_pretrained(config: List[str], data: str, shots: int, seed: int,
+                     max_steps: int, eval_every: int, output: str,
+                     batch_size: int = 1024) -> dict:
+    """One run of ``pyg-fewshot train CONFIG`` on a TransE-pretrained
+    background (the NELL-One protocol of docs/results.md), through
+    :func:`run_train` (so a finished run folder is reused)."""
+    return run_train(list(config) + [
+        '--dataset', data, '--pretrain', '--shots', str(shots), '--seed',
+        str(seed), '--max-steps', str(max_steps), '--eval-every',
+        str(eval_every), '--batch-size', str(batch_size), '--output',
+        output, '--quiet'])
+
+
 def mean_std(values: List[float]) -> str:
     if len(values) == 1:
         return f'{values[0]:.3f}'

@@ -30,7 +30,6 @@ import datetime
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple

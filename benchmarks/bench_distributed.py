@@ -141,7 +141,7 @@ def main() -> None:
     text = '\n'.join([
         f'Command: `python {" ".join(sys.argv)}`  ',
         f'Machine: {machine()} (launcher); workers: '
-        f"{os.environ.get('OMP_NUM_THREADS', '1')} torch thread(s) each  ',
+        f"{os.environ.get('OMP_NUM_THREADS', '1')} torch thread(s) each  ",
         f'Data: {data}; model {args.model} {model_kwargs or ""}, '
         f'{args.shots}-shot, global '
         f'meta-batch {args.batch_size}, device {args.device}; median of '

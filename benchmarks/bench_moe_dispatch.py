@@ -31,7 +31,6 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import sys
 import time
 from typing import Callable, Dict, List, Optional

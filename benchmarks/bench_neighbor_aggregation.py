@@ -45,7 +45,6 @@ import datetime
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 import weakref

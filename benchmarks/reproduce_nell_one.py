@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from _common import machine, mean_std, run_train, shared_dataset, \
+from _common import machine, mean_std, shared_dataset, train_pretrained, \
     write_output
 
 PUBLISHED = {  # test MRR / Hits@10 / Hits@5 / Hits@1 (README of the data)
@@ -84,15 +84,13 @@ def main() -> None:
             runs = []
             for seed in args.seeds:
                 out = os.path.join(args.runs_dir, f'{model}_{shots}shot_s{seed}')
-                argv = CONFIGS[model] + ['--dataset', data, '--shots',
-                        str(shots), '--seed', str(seed), '--pretrain',
-                        '--max-steps', str(args.max_steps), '--eval-every',
-                        str(args.eval_every), '--batch-size',
-                        str(args.batch_size), '--output', out, '--quiet']
+                config = list(CONFIGS[model])
                 for kv in args.model_arg:
-                    argv += ['--model-arg', kv]
+                    config += ['--model-arg', kv]
                 t0 = time.perf_counter()
-                res = run_train(argv)
+                res = train_pretrained(config, data, shots, seed,
+                                       args.max_steps, args.eval_every, out,
+                                       args.batch_size)
                 print(f'{model} {shots}-shot seed {seed}: test MRR '
                       f"{res['test']['mrr']:.3f} "
                       f'({time.perf_counter() - t0:.0f} s)', file=sys.stderr)

@@ -18,7 +18,7 @@ import argparse
 import statistics
 import sys
 
-from _common import machine, run_train, shared_dataset, write_output
+from _common import machine, shared_dataset, train_pretrained, write_output
 
 BASE = ['--model', 'moemeta', '--inner-lr', '5', '--model-arg',
         'projection=none', '--model-arg', 'aggregator_scale=0.0']
@@ -89,12 +89,8 @@ def main() -> None:
         for shots in args.shots:
             for seed in args.seeds:
                 out = f'{args.runs_dir}/{name}_{shots}shot_s{seed}'
-                argv = BASE + extra + [
-                    '--dataset', data, '--pretrain', '--shots', str(shots),
-                    '--seed', str(seed), '--max-steps', str(args.max_steps),
-                    '--eval-every', str(args.eval_every), '--batch-size',
-                    '1024', '--output', out, '--quiet']
-                res = run_train(argv)
+                res = train_pretrained(BASE + extra, data, shots, seed,
+                                       args.max_steps, args.eval_every, out)
                 dev, test = res['dev']['mrr'], res['test']['mrr']
                 devs.append(dev)
                 tests.append(test)

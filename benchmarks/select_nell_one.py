@@ -15,7 +15,7 @@ no part in the choice. Finished runs in ``--runs-dir`` are reused.
 import argparse
 import sys
 
-from _common import machine, run_train, shared_dataset, write_output
+from _common import machine, shared_dataset, train_pretrained, write_output
 
 # name -> (description, extra CLI arguments)
 CANDIDATES = {
@@ -67,11 +67,9 @@ def main() -> None:
     rows = []
     for name in args.candidates:
         desc, extra = CANDIDATES[name]
-        argv = ['--model', 'moemeta', '--dataset', data, '--pretrain',
-                '--max-steps', str(args.max_steps), '--eval-every',
-                str(args.eval_every), '--seed', '0', '--output',
-                f'{args.runs_dir}/{name}', '--quiet'] + extra
-        res = run_train(argv)
+        res = train_pretrained(['--model', 'moemeta'] + extra, data, 1, 0,
+                               args.max_steps, args.eval_every,
+                               f'{args.runs_dir}/{name}')
         rows.append((res['dev']['mrr'], res['test']['mrr'], name, desc,
                      res['train_seconds']))
         print(f"{name}: dev {res['dev']['mrr']:.3f} test "
