@@ -1,4 +1,5 @@
 """Shared helpers of the benchmark scripts (not part of the library)."""
+import math
 import os
 import platform
 import statistics
@@ -50,6 +51,55 @@ def median_time(fn: Callable[[], object], repeats: int = 5,
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+# Expert-dispatch timings of METHODS.md ("kernel facts measured here"),
+# taken on this kind of machine when the published code's 6,800 tasks/s
+# was measured: top-2 of 32 experts, 4,096 tokens, 100 -> 100, forward and
+# backward, 2 threads.
+REFERENCE_KERNEL_MS = {'dense': 96.0, 'grouped_mm': 8.6}
+
+
+def reference_kernels(repeats: int = 5) -> Dict[str, float]:
+    """Seconds (median of ``repeats``) of the METHODS.md expert-dispatch
+    kernels, rebuilt here: all 32 experts computed densely (compute-bound)
+    and the sorted grouped product (``F.grouped_mm``, mixed). Their ratio
+    to :data:`REFERENCE_KERNEL_MS` estimates how fast the machine runs now
+    against when the anchor was taken (these VMs drift by up to 1.5x
+    between hours)."""
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(0)
+    T, M, k, d = 4096, 32, 2, 100
+    x = torch.randn(T, d, generator=g, requires_grad=True)
+    W = torch.randn(M, d, d, generator=g).div_(10).requires_grad_()
+    experts = torch.rand(T, M, generator=g).topk(k, dim=1).indices
+    weights = torch.rand(T, k, generator=g)
+
+    def dense() -> None:
+        y = torch.einsum('ti,mio->tmo', x, W)
+        idx = experts.unsqueeze(-1).expand(-1, -1, d)
+        (y.gather(1, idx) * weights.unsqueeze(-1)).sum(1).sum().backward()
+
+    def grouped() -> None:
+        flat = experts.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        token = order // k
+        offs = torch.bincount(flat, minlength=M).cumsum(0).to(torch.int32)
+        y = F.grouped_mm(x.index_select(0, token), W, offs=offs)
+        y = y * weights.reshape(-1).index_select(0, order).unsqueeze(-1)
+        y.new_zeros(T, d).index_add_(0, token, y).sum().backward()
+
+    return {'dense': median_time(dense, repeats),
+            'grouped_mm': median_time(grouped, repeats)}
+
+
+def machine_speed(probe: Dict[str, float]) -> float:
+    """How many times slower the machine runs now than when
+    :data:`REFERENCE_KERNEL_MS` was measured (geometric mean over the
+    kernels of ``probe``; below 1 means faster now)."""
+    logs = [math.log(1e3 * probe[k] / v)
+            for k, v in REFERENCE_KERNEL_MS.items()]
+    return math.exp(sum(logs) / len(logs))
 
 
 def write_output(text: str, path: Optional[str]) -> None:

@@ -20,7 +20,8 @@ from typing import Dict, List
 
 import torch
 
-from _common import load_average, machine, shared_dataset, write_output
+from _common import REFERENCE_KERNEL_MS, load_average, machine, \
+    machine_speed, reference_kernels, shared_dataset, write_output
 from pyg_fewshot.data import EpisodeSampler, load_dataset
 from pyg_fewshot.meta import MetaLearner, MetaTrainer
 from pyg_fewshot.models import build_model
@@ -106,12 +107,20 @@ def main() -> None:
     # shared machine hits one round of every configuration, not one
     # configuration.
     rounds: Dict[int, List[dict]] = defaultdict(list)
+    # The machine's speed now against when the 6,800 tasks/s anchor was
+    # taken, probed before every round with the METHODS.md kernels.
+    probes: List[Dict[str, float]] = []
+    speed: Dict[int, List[float]] = defaultdict(list)
     for r in range(args.repeats):
+        probes.append(reference_kernels())
+        slow = machine_speed(probes[-1])
         for i, (_, label, name, shots, kw) in enumerate(configs):
             rounds[i].append(measure(data, name, shots, kw, args))
+            speed[i].append(slow)
             step = sum(rounds[i][-1].values())
             print(f'round {r + 1}: {label}, {shots}-shot: '
-                  f'{args.batch_size / step:,.0f} tasks/s', file=sys.stderr)
+                  f'{args.batch_size / step:,.0f} tasks/s (machine '
+                  f'{slow:.2f}x the anchor\'s time)', file=sys.stderr)
 
     load = load_average()
     lines = [
@@ -122,7 +131,8 @@ def main() -> None:
            if args.repeats > 1 else '')
         + f' ({machine()}; load average {load}).', '',
         '| model | K | s / step | tasks / s | vs published code (6,800 '
-        'tasks/s) | phases (ms) |', '|---|---|---|---|---|---|'
+        'tasks/s) | speed-adjusted | phases (ms) |',
+        '|---|---|---|---|---|---|---|'
     ]
     for i, (_, label, name, shots, kw) in enumerate(configs):
         steps = sorted(rounds[i], key=lambda p: sum(p.values()))
@@ -135,9 +145,27 @@ def main() -> None:
             hi = args.batch_size / sum(steps[0].values())
             rates += f' [{lo:,.0f}-{hi:,.0f}]'
         detail = ', '.join(f'{k} {1000 * v:.1f}' for k, v in phases.items())
+        adjusted = statistics.median(
+            args.batch_size / sum(p.values()) * s / PUBLISHED_TASKS_PER_S
+            for p, s in zip(rounds[i], speed[i]))
         lines.append(f'| {label} | {shots} | {step:.4f} | {rates} | '
-                     f'{rate / PUBLISHED_TASKS_PER_S:.1f}x | {detail} |')
-    lines += ['', neighbourhood_sizes(data, args.batch_size)]
+                     f'{rate / PUBLISHED_TASKS_PER_S:.1f}x | '
+                     f'{adjusted:.1f}x | {detail} |')
+    probe = {k: statistics.median(p[k] for p in probes)
+             for k in REFERENCE_KERNEL_MS}
+    slows = [machine_speed(p) for p in probes]
+    lines += [
+        '', 'Speed-adjusted: each round\'s tasks/s times the machine\'s '
+        'slowdown against the time of the anchor, probed before the round '
+        'with the expert-dispatch kernels of METHODS.md (top-2 of 32, '
+        '4,096 tokens, 100 -> 100, forward and backward): '
+        + ', '.join(f'{k} {1e3 * probe[k]:.1f} ms (METHODS.md '
+                    f'{v:.1f} ms)' for k, v in REFERENCE_KERNEL_MS.items())
+        + f' in the median round; slowdown {min(slows):.2f}-'
+        f'{max(slows):.2f}x over the rounds (geometric mean of the two '
+        f'kernels; meaningful at 2 threads, the anchor\'s setting); the '
+        f'median over rounds.',
+        '', neighbourhood_sizes(data, args.batch_size)]
     write_output('\n'.join(lines), args.output)
 
 

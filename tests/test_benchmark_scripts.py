@@ -15,3 +15,28 @@ SCRIPTS = sorted(
 def test_benchmark_script_compiles(name, tmp_path):
     py_compile.compile(os.path.join(REPO, 'benchmarks', name),
                        cfile=str(tmp_path / (name + 'c')), doraise=True)
+
+
+@pytest.fixture
+def common(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, 'benchmarks'))
+    import _common
+    return _common
+
+
+def test_machine_speed_is_the_geometric_mean_of_the_kernel_ratios(common):
+    ref = common.REFERENCE_KERNEL_MS
+    same = {k: v / 1e3 for k, v in ref.items()}
+    assert common.machine_speed(same) == pytest.approx(1.0)
+    # One kernel twice as slow, the other half as slow: they cancel.
+    keys = sorted(ref)
+    mixed = {keys[0]: 2 * ref[keys[0]] / 1e3, keys[1]: ref[keys[1]] / 2e3}
+    assert common.machine_speed(mixed) == pytest.approx(1.0)
+    slower = {k: 1.5 * v / 1e3 for k, v in ref.items()}
+    assert common.machine_speed(slower) == pytest.approx(1.5)
+
+
+def test_reference_kernels_time_both_kernels(common):
+    probe = common.reference_kernels(repeats=1)
+    assert set(probe) == set(common.REFERENCE_KERNEL_MS)
+    assert all(t > 0 for t in probe.values())
