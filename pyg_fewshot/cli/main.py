@@ -263,11 +263,14 @@ def cmd_experts(args: argparse.Namespace) -> Dict[str, Any]:
     report = {
         'relations': analysis['relations'], 'splits': analysis['splits'],
         'activation': analysis['activation'].tolist(),
+        'pairs': analysis['pairs'].tolist(),
         'load': analysis['load'].tolist(), 'statistics': stats}
     atomic_write_json(report, os.path.join(out_dir, 'experts.json'))
     print(f"expert load: normalised entropy {stats['normalized_entropy']:.3f}"
-          f" ({stats['experts_used']}/{stats['num_experts']} experts used, "
-          f"largest share {stats['max_share']:.3f}); collapsed: "
+          f", {stats['effective_experts']:.1f} effective experts "
+          f"({stats['experts_used']}/{stats['num_experts']} used, largest "
+          f"share {stats['max_share']:.3f}); relation specificity "
+          f"{stats['relation_specificity']:.3f}; collapsed: "
           f"{stats['collapsed']}")
     if not args.no_plot:
         png = os.path.join(out_dir, 'experts.png')

@@ -30,9 +30,11 @@ def expert_activations(model: torch.nn.Module, data: HeteroData,
 
     Returns:
         A dict with ``relations`` (names), ``splits`` (split of each),
-        ``activation`` (``[R, M]`` share of the relation's pairs that use
-        each expert), ``gate`` (``[R, M]`` mean gate weight), ``load``
-        (``[M]`` share of all routed assignments) and :func:`load_statistics`.
+        ``pairs`` (``[R]`` pairs routed per relation), ``activation``
+        (``[R, M]`` share of the relation's pairs that use each expert),
+        ``gate`` (``[R, M]`` mean gate weight), ``load`` (``[M]`` share of
+        all routed assignments) and ``statistics``: :func:`load_statistics`
+        plus ``relation_specificity`` (:func:`relation_specificity`).
     """
     moe = getattr(model, 'moe', None)
     if moe is None:
@@ -42,7 +44,7 @@ def expert_activations(model: torch.nn.Module, data: HeteroData,
     model.eval()
     names: List[str] = []
     split_of: List[str] = []
-    act_rows, gate_rows = [], []
+    act_rows, gate_rows, pair_counts = [], [], []
     total = torch.zeros(moe.num_experts, dtype=torch.double)
     try:
         for split in splits:
@@ -59,31 +61,89 @@ def expert_activations(model: torch.nn.Module, data: HeteroData,
                 act_rows.append(onehot.mean(0))
                 gate_rows.append(probs.double().mean(0))
                 total += onehot.sum(0)
+                pair_counts.append(x.size(0))
                 names.append(data.task_relation_names[rel])
                 split_of.append(split)
     finally:
         model.train(was_training)
     load = total / total.sum()
-    return {'relations': names, 'splits': split_of,
-            'activation': torch.stack(act_rows),
-            'gate': torch.stack(gate_rows), 'load': load,
-            'statistics': load_statistics(load, moe.top_k)}
+    activation = torch.stack(act_rows)
+    pairs = torch.tensor(pair_counts, dtype=torch.double)
+    stats = load_statistics(load, moe.top_k)
+    stats['relation_specificity'] = relation_specificity(activation, pairs)
+    return {'relations': names, 'splits': split_of, 'pairs': pairs,
+            'activation': activation, 'gate': torch.stack(gate_rows),
+            'load': load, 'statistics': stats}
 
 
-def load_statistics(load: Tensor, top_k: int = 1) -> Dict[str, float]:
-    r"""Summary of the expert load :math:`p` (shares summing to one): the
-    normalised entropy :math:`H(p) / \log M` (1 = perfectly balanced), the
-    number of experts ever used, the largest share, and ``collapsed`` when
-    the normalised entropy is below :math:`\log N / \log M` (no better than
-    always routing to the same :math:`N` experts)."""
+def load_statistics(load: Tensor, top_k: int = 1,
+                    tolerance: float = 1.5) -> Dict[str, Any]:
+    r"""Summary of the expert load :math:`p` (shares summing to one).
+
+    * ``normalized_entropy``: :math:`H(p) / \log M` (1 = perfectly
+      balanced);
+    * ``effective_experts``: the perplexity :math:`e^{H(p)}`, the number of
+      equally used experts with the same entropy (:math:`N` when every
+      pair goes to the same top-:math:`N` set);
+    * ``experts_used``, ``num_experts``, ``max_share``;
+    * ``collapsed``: ``effective_experts`` at most ``tolerance`` times
+      :math:`N`, i.e. the router uses little more than one fixed set of
+      :math:`N` experts (``collapse_threshold`` is that bound in
+      normalised-entropy units, :math:`\log(\mathrm{tolerance} \cdot N) /
+      \log M`).
+
+    Args:
+        load (torch.Tensor): Share of the routed assignments per expert,
+            shape :obj:`[M]`.
+        top_k (int, optional): Experts per pair :math:`N`. (default:
+            :obj:`1`)
+        tolerance (float, optional): How many fixed sets of :math:`N`
+            experts' worth of perplexity still counts as collapse.
+            (default: :obj:`1.5`)
+    """
     M = load.numel()
-    p = load[load > 0]
+    p = load[load > 0].double()
     entropy = float(-(p * p.log()).sum())
     norm = entropy / math.log(M) if M > 1 else 1.0
-    floor = math.log(top_k) / math.log(M) if M > 1 else 0.0
-    return {'normalized_entropy': norm, 'experts_used': int((load > 0).sum()),
-            'num_experts': M, 'max_share': float(load.max()),
-            'collapse_threshold': floor, 'collapsed': bool(norm <= floor)}
+    effective = math.exp(entropy)
+    bound = min(float(M), tolerance * top_k)
+    floor = math.log(bound) / math.log(M) if M > 1 else 0.0
+    return {'normalized_entropy': norm, 'effective_experts': effective,
+            'experts_used': int((load > 0).sum()), 'num_experts': M,
+            'max_share': float(load.max()), 'collapse_threshold': floor,
+            # The perplexity of exactly N equal shares is N only up to
+            # rounding: compare with a relative margin.
+            'collapsed': bool(M > top_k
+                              and effective <= bound * (1 + 1e-6))}
+
+
+def relation_specificity(activation: Tensor, pairs: Tensor) -> float:
+    r"""How much the routing depends on the relation: the mutual
+    information between a pair's relation and the experts it is routed to,
+    divided by the entropy of the expert load, :math:`I(R; E) / H(E)`, where
+    :math:`E` is one of a pair's :math:`N` experts. It is 0 when every
+    relation is routed alike (whatever the load) and grows as relations use
+    different experts, up to :math:`1 - \log N / H(E)` when each relation
+    always uses its own :math:`N`.
+
+    Args:
+        activation (torch.Tensor): Share of each relation's pairs that use
+            each expert, :obj:`[R, M]` (rows sum to :math:`N`).
+        pairs (torch.Tensor): Pairs routed per relation, :obj:`[R]`.
+    """
+    act = activation.double()
+    cond = act / act.sum(dim=1, keepdim=True).clamp(min=1e-300)  # p(e | r)
+    p_r = pairs.double() / pairs.double().sum()
+    p_e = (p_r.unsqueeze(1) * cond).sum(0)
+
+    def entropy(p: Tensor) -> Tensor:
+        return -(p * p.clamp(min=1e-300).log()).sum(-1)
+
+    h_e = float(entropy(p_e))
+    if h_e <= 0.0:
+        return 0.0
+    mutual = h_e - float((p_r * entropy(cond)).sum())
+    return max(0.0, mutual) / h_e
 
 
 def plot_activation_heatmap(analysis: Dict[str, Any], path: str,
