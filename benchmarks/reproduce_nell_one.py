@@ -60,6 +60,9 @@ CONFIGS['moemeta-transe-fixed'] = _TRANSE + [
 # '-lb' adds the load-balancing loss (weight 0.1), which keeps all 32 in use.
 CONFIGS['moemeta-noagg-noproj-lb'] = CONFIGS['moemeta-noagg-noproj'] + [
     '--model-arg', 'load_balance=0.1']
+# A lighter balancing term with noisy top-k gating (Shazeer et al., 2017).
+CONFIGS['moemeta-noagg-noproj-nlb'] = CONFIGS['moemeta-noagg-noproj'] + [
+    '--model-arg', 'load_balance=0.01', '--model-arg', 'noisy_gating=True']
 
 
 def fmt(x):
