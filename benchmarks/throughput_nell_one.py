@@ -12,6 +12,7 @@ is timed with ``time.perf_counter`` around the same calls
 step.
 """
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -108,14 +109,16 @@ def main() -> None:
     # configuration.
     rounds: Dict[int, List[dict]] = defaultdict(list)
     # The machine's speed now against when the 6,800 tasks/s anchor was
-    # taken, probed before every round with the METHODS.md kernels.
-    probes: List[Dict[str, float]] = []
+    # taken, probed with the METHODS.md kernels right before and right after
+    # every measurement (the speed drifts within a round too).
+    probes: List[Dict[str, float]] = [reference_kernels()]
     speed: Dict[int, List[float]] = defaultdict(list)
     for r in range(args.repeats):
-        probes.append(reference_kernels())
-        slow = machine_speed(probes[-1])
         for i, (_, label, name, shots, kw) in enumerate(configs):
+            before = machine_speed(probes[-1])
             rounds[i].append(measure(data, name, shots, kw, args))
+            probes.append(reference_kernels())
+            slow = math.sqrt(before * machine_speed(probes[-1]))
             speed[i].append(slow)
             step = sum(rounds[i][-1].values())
             print(f'round {r + 1}: {label}, {shots}-shot: '
@@ -156,13 +159,14 @@ def main() -> None:
     slows = [machine_speed(p) for p in probes]
     lines += [
         '', 'Speed-adjusted: each round\'s tasks/s times the machine\'s '
-        'slowdown against the time of the anchor, probed before the round '
+        'slowdown against the time of the anchor (geometric mean of probes '
+        'right before and right after the measurement) '
         'with the expert-dispatch kernels of METHODS.md (top-2 of 32, '
         '4,096 tokens, 100 -> 100, forward and backward): '
         + ', '.join(f'{k} {1e3 * probe[k]:.1f} ms (METHODS.md '
                     f'{v:.1f} ms)' for k, v in REFERENCE_KERNEL_MS.items())
-        + f' in the median round; slowdown {min(slows):.2f}-'
-        f'{max(slows):.2f}x over the rounds (geometric mean of the two '
+        + f' (medians over the probes); slowdown {min(slows):.2f}-'
+        f'{max(slows):.2f}x over the probes (geometric mean of the two '
         f'kernels; meaningful at 2 threads, the anchor\'s setting); the '
         f'median over rounds.',
         '', neighbourhood_sizes(data, args.batch_size)]
