@@ -48,6 +48,12 @@ def main() -> None:
                         help='folder for the heatmaps (none if omitted)')
     parser.add_argument('--output', default=None)
     args = parser.parse_args()
+    names = [os.path.basename(run.rstrip('/')) for run in args.runs]
+    if args.figures is not None and len(set(names)) < len(names):
+        # The heatmaps are named after the run folder: two runs named alike
+        # would overwrite each other's picture.
+        parser.error('--figures needs run folders with distinct names; got '
+                     + ', '.join(args.runs))
     lines = [
         '| run | test MRR | effective experts | experts used | largest '
         'share | relation specificity | collapsed |',
