@@ -4,6 +4,7 @@ import os
 import py_compile
 
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -40,3 +41,36 @@ def test_reference_kernels_time_both_kernels(common):
     probe = common.reference_kernels(repeats=1)
     assert set(probe) == set(common.REFERENCE_KERNEL_MS)
     assert all(t > 0 for t in probe.values())
+
+
+def _reproduce_configs():
+    import sys
+    sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+    try:
+        import reproduce_nell_one
+    finally:
+        sys.path.pop(0)
+    return reproduce_nell_one.CONFIGS
+
+
+@pytest.mark.parametrize('name', sorted(_reproduce_configs()))
+def test_reproduce_configs_are_valid_training_commands(name, tiny_data):
+    # A misspelt flag or model argument in a NELL-One configuration would
+    # otherwise surface only minutes into a benchmark run.
+    from pyg_fewshot.cli.main import _parse_kv, build_parser
+    from pyg_fewshot.data import EpisodeSampler
+    from pyg_fewshot.meta import MetaLearner
+    from pyg_fewshot.models import build_model
+
+    config = _reproduce_configs()[name]
+    args = build_parser().parse_args(
+        ['train', *config, '--dataset', 'unused', '--output', 'unused'])
+    torch.manual_seed(0)
+    model = build_model(args.model, tiny_data, embedding_dim=8,
+                        **_parse_kv(args.model_arg))
+    learner = MetaLearner(model, inner_steps=args.inner_steps,
+                          inner_lr=args.inner_lr,
+                          published_quirks=args.published_quirks)
+    loss, _ = learner.loss(EpisodeSampler(tiny_data, 1, 2, 4, seed=0).sample())
+    loss.backward()
+    assert torch.isfinite(loss)

@@ -206,7 +206,7 @@ def _train(args: argparse.Namespace) -> Dict[str, Any]:
         batch_size=args.batch_size, num_queries=args.num_queries, nproc=world,
         lr=args.lr, entity_lr=args.entity_lr,
         pretrain=args.pretrain, history=summary['history'],
-        version=__version__)
+        threads=torch.get_num_threads(), version=__version__)
     atomic_write_json(results, os.path.join(args.output, 'results.json'))
     _print_metrics('dev ', dev)
     _print_metrics('test', test)

@@ -31,6 +31,8 @@ def test_train_writes_results_and_evaluate_reproduces(tmp_path, capsys):
             assert key in res[split]
     assert res['model'] == 'metar' and res['dataset'] == 'umls-one'
     assert res['steps'] == 4 and res['test']['num_queries'] == 295
+    # The tests pin one thread (conftest); benchmark tables read this back.
+    assert res['threads'] == 1
     assert 0 < res['test_random_baseline']['mrr'] < res['test']['mrr'] + 1
     assert sorted(os.listdir(out)) == ['best.pt', 'last.pt', 'results.json']
 
