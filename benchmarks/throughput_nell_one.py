@@ -2,14 +2,15 @@
 split into its phases.
 
     python benchmarks/throughput_nell_one.py [--data PATH] [--steps 20]
-        [--only metar published full] [--repeats 5]
+        [--only metar published full] [--repeats 5] [--amp]
 
 Configurations: MetaR (1- and 5-shot); MoEMeta in the published code's
 configuration (no neighbour aggregation, 32 experts, top 5, random
 projection vectors); the full MoEMeta (50-neighbour aggregator). Each phase
 is timed with ``time.perf_counter`` around the same calls
 ``MetaLearner.loss`` makes (median over steps), so the phases add up to a
-step.
+step. ``--amp`` adds every configuration a second time under the trainer's
+mixed precision (bfloat16 autocast), measured in the same rounds.
 """
 import argparse
 import math
@@ -43,21 +44,25 @@ CONFIGS = [
 
 def timed_step(trainer: MetaTrainer, timings: dict) -> None:
     learner, model = trainer.learner, trainer.model
+    # The trainer's own mixed precision: forward under bfloat16 autocast,
+    # backward and update outside it.
+    amp = torch.autocast('cpu', dtype=torch.bfloat16, enabled=trainer.amp)
     t = time.perf_counter()
     ep = trainer.sampler.sample()
     timings['sampling'].append(time.perf_counter() - t)
     model.train()
-    t = time.perf_counter()
-    sh, s_tails, qh, q_tails = learner.embed_stacked(ep)
-    timings['embedding / aggregation'].append(time.perf_counter() - t)
-    t = time.perf_counter()
-    local, aux = model.init_local(sh, s_tails[:, 0])
-    timings['relation meta (MoE / MLP)'].append(time.perf_counter() - t)
-    t = time.perf_counter()
-    local = learner.adapt_stacked(local, sh, s_tails)
-    timings['inner loop'].append(time.perf_counter() - t)
-    t = time.perf_counter()
-    loss = learner.margins(local, qh, q_tails).mean() + aux
+    with amp:
+        t = time.perf_counter()
+        sh, s_tails, qh, q_tails = learner.embed_stacked(ep)
+        timings['embedding / aggregation'].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        local, aux = model.init_local(sh, s_tails[:, 0])
+        timings['relation meta (MoE / MLP)'].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        local = learner.adapt_stacked(local, sh, s_tails)
+        timings['inner loop'].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        loss = learner.margins(local, qh, q_tails).mean() + aux
     for opt in trainer.optimizers:
         opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -68,7 +73,8 @@ def timed_step(trainer: MetaTrainer, timings: dict) -> None:
     timings['update'].append(time.perf_counter() - t)
 
 
-def measure(data, name: str, shots: int, kw: dict, args) -> dict:
+def measure(data, name: str, shots: int, kw: dict, args,
+            amp: bool = False) -> dict:
     r"""Median time of each phase over ``args.steps`` steps of a fresh
     model and trainer, after ``args.warmup`` warm-up steps (the row-wise
     Adam's moment buffers grow by doubling over the first steps of a fresh
@@ -77,7 +83,8 @@ def measure(data, name: str, shots: int, kw: dict, args) -> dict:
     model = build_model(name, data, embedding_dim=100, **kw)
     learner = MetaLearner(model)
     sampler = EpisodeSampler(data, shots, 3, args.batch_size, seed=0)
-    trainer = MetaTrainer(learner, sampler, '/tmp/unused', progress=False)
+    trainer = MetaTrainer(learner, sampler, '/tmp/unused', progress=False,
+                          amp=amp)
     timings = defaultdict(list)
     for _ in range(args.warmup):
         timed_step(trainer, defaultdict(list))
@@ -97,12 +104,20 @@ def main() -> None:
                         'gives the median round and the range of tasks/s')
     parser.add_argument('--batch-size', type=int, default=1024)
     parser.add_argument('--output', default=None)
+    parser.add_argument('--amp', action='store_true',
+                        help='also measure every configuration under '
+                        'bfloat16 autocast (the trainer\'s --amp), in the '
+                        'same rounds')
     parser.add_argument('--only', nargs='+', default=None,
                         choices=sorted({c[0] for c in CONFIGS}),
                         help='run only these configurations')
     args = parser.parse_args()
     data = load_dataset(shared_dataset('nell-one', args.data))[0]
-    configs = [c for c in CONFIGS if args.only is None or c[0] in args.only]
+    configs = [c + (False, ) for c in CONFIGS
+               if args.only is None or c[0] in args.only]
+    if args.amp:
+        configs += [(key, label + ', bf16 autocast', name, shots, kw, True)
+                    for key, label, name, shots, kw, _ in configs]
 
     # Round-robin over the configurations, so that a burst of load on a
     # shared machine hits one round of every configuration, not one
@@ -114,9 +129,9 @@ def main() -> None:
     probes: List[Dict[str, float]] = [reference_kernels()]
     speed: Dict[int, List[float]] = defaultdict(list)
     for r in range(args.repeats):
-        for i, (_, label, name, shots, kw) in enumerate(configs):
+        for i, (_, label, name, shots, kw, amp) in enumerate(configs):
             before = machine_speed(probes[-1])
-            rounds[i].append(measure(data, name, shots, kw, args))
+            rounds[i].append(measure(data, name, shots, kw, args, amp))
             probes.append(reference_kernels())
             slow = math.sqrt(before * machine_speed(probes[-1]))
             speed[i].append(slow)
@@ -137,7 +152,7 @@ def main() -> None:
         'tasks/s) | speed-adjusted | phases (ms) |',
         '|---|---|---|---|---|---|---|'
     ]
-    for i, (_, label, name, shots, kw) in enumerate(configs):
+    for i, (_, label, name, shots, _, _) in enumerate(configs):
         steps = sorted(rounds[i], key=lambda p: sum(p.values()))
         phases = steps[len(steps) // 2]
         step = sum(phases.values())
