@@ -89,7 +89,7 @@ def _attach_modalities(dataset, data, text: bool,
 def _metrics_view(res: Dict[str, Any]) -> Dict[str, Any]:
     keys = ('mrr', 'hits@1', 'hits@5', 'hits@10', 'mean_rank',
             'num_queries', 'num_relations', 'macro', 'per_relation',
-            'ties_policy', 'candidate_set', 'seconds')
+            'ties_policy', 'candidate_set', 'nonfinite_scores', 'seconds')
     return {k: res[k] for k in keys if k in res}
 
 

@@ -1,5 +1,6 @@
 r"""The published few-shot evaluation protocol, batched and vectorised."""
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -12,7 +13,8 @@ from ..data.sampler import sample_negative_tails
 from ..meta import distributed as dist_utils
 from ..meta.learner import MetaLearner
 from ..models.base import FewShotModel
-from .ranking import ranking_metrics, count_rank_terms, summarize
+from .ranking import (count_nonfinite, count_rank_terms, ranking_metrics,
+                      summarize)
 
 
 def _relation_generator(seed: int, rel: int) -> torch.Generator:
@@ -69,7 +71,10 @@ def evaluate(model: FewShotModel, data: HeteroData, split: str = 'test',
 
     Returns:
         A dict with micro-averaged ``mrr``, ``hits@1``, ``hits@5``,
-        ``hits@10``, ``mean_rank`` and ``num_queries``, the same averaged
+        ``hits@10``, ``mean_rank`` and ``num_queries``, the number of
+        non-finite scores met (``nonfinite_scores``; each is ranked as badly
+        as possible, see :func:`~pyg_fewshot.evaluation.count_rank_terms`,
+        and a :class:`RuntimeWarning` is raised), the same averaged
         over relations under ``'macro'``, a ``'per_relation'`` table, and
         ``'seconds'``.
     """
@@ -128,6 +133,12 @@ def evaluate(model: FewShotModel, data: HeteroData, split: str = 'test',
         pooled = {k: torch.cat([m[k] for m in per_query])
                   for k in per_query[0]}
         result.update(summarize(pooled))
+        result['nonfinite_scores'] = int(pooled['nonfinite'].sum())
+        if result['nonfinite_scores']:
+            warnings.warn(
+                f"{result['nonfinite_scores']} non-finite (NaN or infinite) "
+                f"scores on the {split} split were ranked as the worst "
+                f"possible; the model has diverged", RuntimeWarning)
         macro_keys = [k for k in next(iter(table.values()))
                       if k not in ('num_queries', 'num_candidates')]
         result['macro'] = {k: sum(r[k] for r in table.values()) / len(table)
@@ -157,7 +168,7 @@ def _rank_relation(model: FewShotModel, learner: MetaLearner,
     # Column of each query's true tail among the sorted candidates.
     true_col = torch.searchsorted(cand, query[:, 1].contiguous())
     rows = max(1, chunk_size // max(1, cand.numel()))
-    higher, ties = [], []
+    higher, ties, nonfinite = [], [], []
     for i in range(0, query.size(0), rows):
         q = query[i:i + rows]
         h = embed(q[:, 0].to(device)).unsqueeze(0)
@@ -170,7 +181,10 @@ def _rank_relation(model: FewShotModel, learner: MetaLearner,
         hi, eq = count_rank_terms(pos, scores, valid)
         higher.append(hi)
         ties.append(eq)
-    return ranking_metrics(torch.cat(higher), torch.cat(ties), ties_policy)
+        nonfinite.append(count_nonfinite(pos, scores, valid))
+    out = ranking_metrics(torch.cat(higher), torch.cat(ties), ties_policy)
+    out['nonfinite'] = torch.tensor([sum(nonfinite)])
+    return out
 
 
 def chance_level(data: HeteroData, split: str = 'test', shots: int = 1,

@@ -12,6 +12,12 @@ def count_rank_terms(pos: Tensor, scores: Tensor,
     r"""Counts, per query, the valid candidates scoring strictly higher than
     and equal to the true tail.
 
+    A score that is not finite never helps the model: a true tail whose
+    score is NaN or :math:`\pm\infty` is ranked below every valid candidate,
+    and a candidate whose score is NaN counts as scoring higher than the true
+    tail. (A plain comparison would do the opposite: NaN is neither higher
+    nor equal, so a diverged model would rank every query first.)
+
     Args:
         pos (torch.Tensor): Score of the true tail, ``[Q]``.
         scores (torch.Tensor): Scores of the candidates, ``[Q, C]``. The true
@@ -23,12 +29,24 @@ def count_rank_terms(pos: Tensor, scores: Tensor,
         (higher, ties), two ``[Q]`` long tensors.
     """
     p = pos.unsqueeze(-1)
-    higher = scores > p
-    ties = scores == p
+    bad_pos = ~torch.isfinite(p)
+    higher = (scores > p) | torch.isnan(scores) | bad_pos
+    ties = (scores == p) & ~bad_pos
     if valid is not None:
         higher = higher & valid
         ties = ties & valid
     return higher.sum(-1), ties.sum(-1)
+
+
+def count_nonfinite(pos: Tensor, scores: Tensor,
+                    valid: Optional[Tensor] = None) -> int:
+    r"""Number of non-finite scores among the true tails ``pos`` and the
+    valid candidates ``scores`` (what :func:`count_rank_terms` ranks
+    pessimistically)."""
+    bad = ~torch.isfinite(scores)
+    if valid is not None:
+        bad = bad & valid
+    return int((~torch.isfinite(pos)).sum()) + int(bad.sum())
 
 
 def _harmonic(n: Tensor) -> Tensor:

@@ -228,6 +228,14 @@ class MetaTrainer:
         with torch.autocast(device_type, dtype=torch.bfloat16,
                             enabled=self.amp):
             loss, logs = self.learner.loss(ep)
+        # Checked before the update, so the parameters (and every checkpoint
+        # written so far) stay finite.
+        if not bool(torch.isfinite(loss.detach())):
+            raise FloatingPointError(
+                f'Training diverged at step {self.step + 1}: the loss is '
+                f'{float(loss.detach())}; lower the learning rate or the inner step '
+                f'size (the checkpoints in {self.output_dir} are from before '
+                f'this step)')
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -241,8 +249,21 @@ class MetaTrainer:
         self.step += 1
         return {k: float(v) for k, v in logs.items()}
 
+    def check_finite(self) -> None:
+        r"""Raises :class:`FloatingPointError` naming the first parameter
+        that holds a NaN or infinite value."""
+        for name, p in self.model.named_parameters():
+            if not bool(torch.isfinite(p.detach()).all()):
+                raise FloatingPointError(
+                    f"Training diverged by step {self.step}: parameter "
+                    f"'{name}' is no longer finite; lower the learning rate "
+                    f"(no checkpoint was written for this step)")
+
     def evaluate_now(self) -> bool:
         r"""Validates, checkpoints, and returns whether to stop early."""
+        # A diverged model must never be validated (its scores are
+        # meaningless) nor checkpointed over the last good state.
+        self.check_finite()
         score = self.validate() if self.validate is not None else -math.inf
         # Every rank must take the same early-stopping decision.
         score = dist_utils.broadcast_object(score)
