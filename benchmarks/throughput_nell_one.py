@@ -3,6 +3,7 @@ split into its phases.
 
     python benchmarks/throughput_nell_one.py [--data PATH] [--steps 20]
         [--only metar published full] [--repeats 5] [--amp]
+        [--background-tasks]
 
 Configurations: MetaR (1- and 5-shot); MoEMeta in the published code's
 configuration (no neighbour aggregation, 32 experts, top 5, random
@@ -11,6 +12,10 @@ is timed with ``time.perf_counter`` around the same calls
 ``MetaLearner.loss`` makes (median over steps), so the phases add up to a
 step. ``--amp`` adds every configuration a second time under the trainer's
 mixed precision (bfloat16 autocast), measured in the same rounds.
+``--background-tasks`` does the same on the graph with every background
+relation added as a train task (:class:`~pyg_fewshot.data.BackgroundTasks`,
+MetaR's In-Train) and adds a table of the step time (wall clock and process
+CPU time) with against without them.
 """
 import argparse
 import math
@@ -18,13 +23,13 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
 from _common import REFERENCE_KERNEL_MS, load_average, machine, \
     machine_speed, reference_kernels, shared_dataset, write_output
-from pyg_fewshot.data import EpisodeSampler, load_dataset
+from pyg_fewshot.data import BackgroundTasks, EpisodeSampler, load_dataset
 from pyg_fewshot.meta import MetaLearner, MetaTrainer
 from pyg_fewshot.models import build_model
 from pyg_fewshot.nn._dispatch import csr_gather, unique_pairs
@@ -74,11 +79,13 @@ def timed_step(trainer: MetaTrainer, timings: dict) -> None:
 
 
 def measure(data, name: str, shots: int, kw: dict, args,
-            amp: bool = False) -> dict:
+            amp: bool = False, cpu: Optional[List[float]] = None) -> dict:
     r"""Median time of each phase over ``args.steps`` steps of a fresh
     model and trainer, after ``args.warmup`` warm-up steps (the row-wise
     Adam's moment buffers grow by doubling over the first steps of a fresh
-    model; a long run sees only the steady state)."""
+    model; a long run sees only the steady state). With ``cpu``, the median
+    CPU time of the process per step is appended to it (at one thread, the
+    work done, unaffected by other processes waiting for the cores)."""
     torch.manual_seed(0)
     model = build_model(name, data, embedding_dim=100, **kw)
     learner = MetaLearner(model)
@@ -88,8 +95,13 @@ def measure(data, name: str, shots: int, kw: dict, args,
     timings = defaultdict(list)
     for _ in range(args.warmup):
         timed_step(trainer, defaultdict(list))
+    cpu_times = []
     for _ in range(args.steps):
+        t = time.process_time()
         timed_step(trainer, timings)
+        cpu_times.append(time.process_time() - t)
+    if cpu is not None:
+        cpu.append(statistics.median(cpu_times))
     return {k: statistics.median(v) for k, v in timings.items()}
 
 
@@ -108,16 +120,28 @@ def main() -> None:
                         help='also measure every configuration under '
                         'bfloat16 autocast (the trainer\'s --amp), in the '
                         'same rounds')
+    parser.add_argument('--background-tasks', action='store_true',
+                        help='also measure every configuration with the '
+                        'background relations as extra train tasks, in the '
+                        'same rounds, and compare the step times')
     parser.add_argument('--only', nargs='+', default=None,
                         choices=sorted({c[0] for c in CONFIGS}),
                         help='run only these configurations')
     args = parser.parse_args()
     data = load_dataset(shared_dataset('nell-one', args.data))[0]
-    configs = [c + (False, ) for c in CONFIGS
+    graphs = {False: data}
+    # (key, label, model, shots, model arguments, amp, background tasks)
+    configs = [c + (False, False) for c in CONFIGS
                if args.only is None or c[0] in args.only]
     if args.amp:
-        configs += [(key, label + ', bf16 autocast', name, shots, kw, True)
-                    for key, label, name, shots, kw, _ in configs]
+        configs += [(key, label + ', bf16 autocast', name, shots, kw, True,
+                     False)
+                    for key, label, name, shots, kw, _, _ in configs]
+    if args.background_tasks:
+        graphs[True] = BackgroundTasks()(data)
+        configs += [(key, label + ', background tasks', name, shots, kw,
+                     amp, True)
+                    for key, label, name, shots, kw, amp, _ in configs]
 
     # Round-robin over the configurations, so that a burst of load on a
     # shared machine hits one round of every configuration, not one
@@ -128,10 +152,12 @@ def main() -> None:
     # every measurement (the speed drifts within a round too).
     probes: List[Dict[str, float]] = [reference_kernels()]
     speed: Dict[int, List[float]] = defaultdict(list)
+    cpu: Dict[int, List[float]] = defaultdict(list)
     for r in range(args.repeats):
-        for i, (_, label, name, shots, kw, amp) in enumerate(configs):
+        for i, (_, label, name, shots, kw, amp, bg) in enumerate(configs):
             before = machine_speed(probes[-1])
-            rounds[i].append(measure(data, name, shots, kw, args, amp))
+            rounds[i].append(measure(graphs[bg], name, shots, kw, args,
+                                     amp, cpu[i]))
             probes.append(reference_kernels())
             slow = math.sqrt(before * machine_speed(probes[-1]))
             speed[i].append(slow)
@@ -152,7 +178,7 @@ def main() -> None:
         'tasks/s) | speed-adjusted | phases (ms) |',
         '|---|---|---|---|---|---|---|'
     ]
-    for i, (_, label, name, shots, _, _) in enumerate(configs):
+    for i, (_, label, name, shots, _, _, _) in enumerate(configs):
         steps = sorted(rounds[i], key=lambda p: sum(p.values()))
         phases = steps[len(steps) // 2]
         step = sum(phases.values())
@@ -185,7 +211,56 @@ def main() -> None:
         f'kernels; meaningful at 2 threads, the anchor\'s setting); the '
         f'median over rounds.',
         '', neighbourhood_sizes(data, args.batch_size)]
+    if args.background_tasks:
+        lines += ['', *background_table(configs, rounds, cpu, graphs[True],
+                                        args.batch_size)]
     write_output('\n'.join(lines), args.output)
+
+
+def background_table(configs, rounds, cpu, data,
+                     batch_size: int) -> List[str]:
+    r"""Step and sampling time with against without background tasks,
+    wall clock and CPU time, each configuration paired with its own round
+    (ratios are medians over rounds of the per-round ratio, so load shared
+    by a round cancels)."""
+    new = data.bg_task_rel
+    sizes = data.cand_ptr[new + 1] - data.cand_ptr[new]
+    lines = [
+        f'With background tasks (BackgroundTasks(): {new.numel()} extra '
+        f'train relations, {data.train_rel.numel()} in all; candidate sets '
+        f'of {int(sizes.min()):,}-{int(sizes.max()):,} entities, '
+        f'{int((data.task_ptr[new + 1] - data.task_ptr[new]).sum()):,} '
+        f'triples, {data.true_keys.numel():,} filter keys), B = '
+        f'{batch_size}:', '',
+        '| model | K | s / step without | s / step with | with / without '
+        '(range) | CPU s / step without / with | CPU with / without (range) '
+        '| sampling ms without / with |', '|---|---|---|---|---|---|---|---|'
+    ]
+    # The configurations with background tasks follow those without, in
+    # the same order.
+    half = len(configs) // 2
+    for i, (_, _, _, shots, _, _, _) in enumerate(configs[half:], half):
+        j = i - half
+        ratios = sorted(sum(w.values()) / sum(wo.values())
+                        for w, wo in zip(rounds[i], rounds[j]))
+        cpu_ratios = sorted(w / wo for w, wo in zip(cpu[i], cpu[j]))
+        step = statistics.median(sum(p.values()) for p in rounds[i])
+        base = statistics.median(sum(p.values()) for p in rounds[j])
+        samp = statistics.median(p['sampling'] for p in rounds[i])
+        samp0 = statistics.median(p['sampling'] for p in rounds[j])
+        lines.append(
+            f'| {configs[j][1]} | {shots} | '
+            f'{base:.4f} | {step:.4f} | '
+            f'{statistics.median(ratios):.3f} ({ratios[0]:.3f}-'
+            f'{ratios[-1]:.3f}) | {statistics.median(cpu[j]):.4f} / '
+            f'{statistics.median(cpu[i]):.4f} | '
+            f'{statistics.median(cpu_ratios):.3f} ({cpu_ratios[0]:.3f}-'
+            f'{cpu_ratios[-1]:.3f}) | {1e3 * samp0:.1f} / {1e3 * samp:.1f} |')
+    # The models' work grows with the distinct entities of a meta-batch,
+    # which the more varied tasks raise.
+    lines += ['', 'With background tasks: ' +
+              neighbourhood_sizes(data, batch_size)]
+    return lines
 
 
 def neighbourhood_sizes(data, batch_size: int) -> str:

@@ -5,17 +5,25 @@ and the evaluator together and never holds model logic itself.
 """
 import argparse
 import ast
+import errno
+import importlib
+import inspect
 import json
+import math
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Union
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
 from .. import __version__
 from .._io import atomic_write_json
-from ..data import EpisodeSampler, load_dataset
+from ..data import (SPLITS, EpisodeSampler, FewShotDataError, check_shots,
+                    load_dataset, split_relations)
 from ..evaluation import chance_level, evaluate
 from ..meta import MetaLearner, MetaTrainer, load_checkpoint
 from ..meta import distributed as dist_utils
@@ -110,18 +118,26 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
         except ValueError as e:
             raise SystemExit(f'error: --batch-size: {e}') from None
         _device(args.device)
+        # Rank 0 takes the run folder's lock; failing here first is quicker
+        # and clearer than a failing worker.
+        from .._io import run_lock
+        with run_lock(args.output):
+            pass
         dist_utils.launch(_train_worker, args.nproc, (args, ))
         with open(os.path.join(args.output, 'results.json')) as f:
             return json.load(f)
     try:
-        return _train(args)
+        # One writer per run folder, from the first check to results.json.
+        with dist_utils.writer_lock(args.output):
+            return _train(args)
     finally:
         dist_utils.cleanup()
 
 
 def _train_worker(args: argparse.Namespace) -> None:
     try:
-        _train(args)
+        with dist_utils.writer_lock(args.output):
+            _train(args)
     finally:
         dist_utils.cleanup()
 
@@ -139,8 +155,12 @@ def _train(args: argparse.Namespace) -> Dict[str, Any]:
     if not main_process:
         dist_utils.barrier()
     dataset, data = _load_data(args, args.pretrain, dim)
+    if getattr(args, 'background_tasks', False):  # dev/test stay unchanged
+        from ..data import BackgroundTasks
+        data = BackgroundTasks()(data)
     if main_process and world > 1:
         dist_utils.barrier()
+    _check_splits(data, args.shots)
     is_fusion = args.model == 'fusionadapter'
     text = is_fusion if args.text is None else args.text
     _attach_modalities(dataset, data, text, args.text_model,
@@ -175,15 +195,34 @@ def _train(args: argparse.Namespace) -> Dict[str, Any]:
                     learner=learner_kwargs, dataset=args.dataset,
                     shots=args.shots, seed=args.seed,
                     pretrain=args.pretrain, text=text,
+                    background_tasks=getattr(args, 'background_tasks', False),
                     text_model=args.text_model,
                     modality_dir=args.modality_dir, nproc=world,
                     batch_size=args.batch_size, version=__version__)
+    # Every setting that changes what training computes: a run resumes
+    # only under an equal one (the trainer adds the data fingerprint).
+    # Not --max-steps (raising it extends a run), nor the device, output,
+    # cache folder, or display options.
+    config = dict(model=model.model_name, model_kwargs=model_kwargs,
+                  learner=learner_kwargs, dataset=args.dataset,
+                  shots=args.shots, seed=args.seed, nproc=world,
+                  batch_size=args.batch_size, num_queries=args.num_queries,
+                  lr=args.lr, entity_lr=args.entity_lr,
+                  grad_clip=args.grad_clip, eval_every=args.eval_every,
+                  patience=args.patience, amp=args.amp, ties=args.ties,
+                  pretrain=args.pretrain, text=text,
+                  text_model=args.text_model,
+                  modality_dir=args.modality_dir,
+                  background_tasks=metadata['background_tasks'],
+                  published_eval_mode=args.published_eval_mode)
     trainer = MetaTrainer(learner, sampler, args.output, validate=validate,
                           lr=args.lr, max_steps=args.max_steps,
                           eval_every=args.eval_every, patience=args.patience,
                           grad_clip=args.grad_clip, amp=args.amp,
-                          sparse_lr=args.entity_lr,
-                          metadata=metadata, progress=not args.quiet)
+                          sparse_lr=args.entity_lr, metadata=metadata,
+                          config=config,
+                          keep_eval_mode=args.published_eval_mode,
+                          progress=not args.quiet)
     summary = trainer.fit(resume=not args.no_resume)
     trainer.load_best()
     dev = evaluate(model, data, 'dev', args.shots, learner,
@@ -206,7 +245,9 @@ def _train(args: argparse.Namespace) -> Dict[str, Any]:
         batch_size=args.batch_size, num_queries=args.num_queries, nproc=world,
         lr=args.lr, entity_lr=args.entity_lr,
         pretrain=args.pretrain, history=summary['history'],
-        threads=torch.get_num_threads(), version=__version__)
+        threads=torch.get_num_threads(), version=__version__,
+        data_fingerprint=trainer.config.get('data_fingerprint'),
+        config=trainer.config)
     atomic_write_json(results, os.path.join(args.output, 'results.json'))
     _print_metrics('dev ', dev)
     _print_metrics('test', test)
@@ -219,7 +260,8 @@ def _train(args: argparse.Namespace) -> Dict[str, Any]:
 
 def cmd_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     model, data, meta = _load_run(args)
-    shots = args.shots or meta['shots']
+    shots = meta['shots'] if args.shots is None else args.shots
+    _check_splits(data, shots, (args.split, ), use='to evaluate')
     learner = MetaLearner(model, **meta['learner'])
     if hasattr(model, 'tta_learner'):
         model.tta_learner = learner
@@ -243,6 +285,14 @@ def _load_run(args: argparse.Namespace):
     model_kwargs = dict(meta['model_kwargs'])
     dataset, data = _load_data(args, False,
                                model_kwargs.get('embedding_dim', 100))
+    if meta.get('background_tasks'):  # the trained KG (dev/test unchanged)
+        from ..data import BackgroundTasks
+        data = BackgroundTasks()(data)
+    # Another KG (even the same one with renumbered entities) would load
+    # and score, just meaninglessly: refuse it.
+    from ..data.fingerprint import data_fingerprint
+    from ..meta.checkpoint import check_data
+    check_data(state, data_fingerprint(data), path)
     _attach_modalities(dataset, data, meta.get('text', False),
                        meta.get('text_model'), meta.get('modality_dir'))
     model = build_model(meta['model'], data, pretrained=False,
@@ -254,6 +304,9 @@ def _load_run(args: argparse.Namespace):
 def cmd_experts(args: argparse.Namespace) -> Dict[str, Any]:
     from ..evaluation.experts import (expert_activations,
                                       plot_activation_heatmap)
+    if not args.no_plot:
+        # Before any work, so that no experts.json is left without its plot.
+        _require_matplotlib()
     model, data, meta = _load_run(args)
     analysis = expert_activations(model, data, splits=args.splits,
                                   shots=args.shots)
@@ -290,11 +343,268 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
           f'{dataset.processed_dir})')
 
 
+# Option checks -------------------------------------------------------------
+# argparse ``type=`` functions: argparse names the option in front of their
+# message ("argument --eval-every: must be a positive integer, got 0").
+
+
+def _number(text: str, cast: Callable[[str], Any], what: str,
+            ok: Callable[[Any], bool]) -> Any:
+    try:
+        value = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'must be {what}, got {text!r}') from None
+    # NaN fails every comparison and an infinite rate or norm makes every
+    # update non-finite: both are out of range.
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f'must be {what}, got {text}')
+    return value
+
+
+def positive_int(text: str) -> int:
+    r"""An :mod:`argparse` type: an integer :math:`\geq 1`."""
+    return _number(text, int, 'a positive integer', lambda v: v > 0)
+
+
+def non_negative_int(text: str) -> int:
+    r"""An :mod:`argparse` type: an integer :math:`\geq 0`."""
+    return _number(text, int, 'a non-negative integer', lambda v: v >= 0)
+
+
+def positive_float(text: str) -> float:
+    r"""An :mod:`argparse` type: a finite number :math:`> 0`."""
+    return _number(text, float, 'a positive number', lambda v: v > 0)
+
+
+def non_negative_float(text: str) -> float:
+    r"""An :mod:`argparse` type: a finite number :math:`\geq 0`."""
+    return _number(text, float, 'a non-negative number', lambda v: v >= 0)
+
+
+def _inner_lr_option(text: str) -> Union[float, Dict[str, float]]:
+    r"""``--inner-lr``: :func:`_inner_lr` with every step size finite and
+    non-negative (a negative step ascends the support loss)."""
+    try:
+        value = _inner_lr(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'must be a number or KEY=NUMBER pairs, got {text!r}') from None
+    steps = value.values() if isinstance(value, dict) else [value]
+    if not all(0 <= step < math.inf for step in steps):
+        raise argparse.ArgumentTypeError(
+            f'step sizes must be non-negative numbers, got {text}')
+    return value
+
+
+def _key_value(text: str) -> str:
+    r"""``--model-arg``: the ``KEY=VALUE`` form only; the value is checked
+    against the model by :func:`_check_model_args` once ``--model`` is
+    known."""
+    if not text.partition('=')[0] or '=' not in text:
+        raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
+    return text
+
+
+#: Constructor arguments that the data (or the wrapper) fills in; they are
+#: not ``--model-arg`` settings.
+_DATA_ARGS = frozenset({'num_entities', 'num_relations', 'pretrained',
+                        'pretrained_relations', 'graph', 'backbone',
+                        'features', 'masks'})
+
+
+def _arguments(fn: Callable, skip: Any) -> Dict[str, Any]:
+    r"""``{name: (annotation, default)}`` of the keyword arguments of
+    ``fn`` outside ``skip``, annotations resolved."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation this Python cannot evaluate
+        hints = {}
+    return {
+        p.name: (hints.get(p.name, p.annotation), p.default)
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name not in skip
+    }
+
+
+def _model_arguments(name: str, backbone: Optional[str]) -> Dict[str, Any]:
+    r"""What ``--model-arg`` may set for model ``name``: the arguments of
+    its constructor and :meth:`from_data`, and for a wrapper
+    (:class:`~pyg_fewshot.models.FusionAdapter`) those of ``backbone``."""
+    cls = MODELS[name]
+    args = _arguments(cls.__init__, _DATA_ARGS | {'self'})
+    args.update(_arguments(cls.from_data, {'data', 'pretrained'}))
+    if 'backbone' in args:
+        key = str(backbone or args['backbone'][1]).lower().replace(
+            '-', '').replace('_', '')
+        if key in MODELS and key != name:
+            # The wrapper passes every argument it does not take itself on.
+            args = {**_arguments(MODELS[key].__init__, _DATA_ARGS | {'self'}),
+                    **args}
+    return args
+
+
+def _plural(what: str) -> str:
+    return what.split(' ', 1)[1] + 's' if what.startswith('a ') else what
+
+
+def _value_rule(key: str, annotation: Any,
+                default: Any) -> Tuple[Callable[[Any], bool], str]:
+    r"""A test of a model argument's value and its description, from the
+    annotation (else the default's type). Numbers are non-negative; sizes
+    (integers with a non-zero default, other than step counts and seeds)
+    positive; dropout rates in :math:`[0, 1)`."""
+    if annotation is inspect.Parameter.empty:
+        annotation = (Any if default in (None, inspect.Parameter.empty) else
+                      type(default))
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(v: Any) -> bool:
+        return ((is_int(v) or isinstance(v, float)) and math.isfinite(v))
+
+    if annotation is bool:
+        return (lambda v: isinstance(v, bool)), 'True or False'
+    if annotation is int:
+        if key.endswith(('_steps', 'seed')) or default == 0:
+            return (lambda v: is_int(v) and v >= 0), 'a non-negative integer'
+        return (lambda v: is_int(v) and v > 0), 'a positive integer'
+    if annotation is float:
+        if 'dropout' in key:
+            return (lambda v: is_number(v) and 0 <= v < 1), \
+                'a number in [0, 1)'
+        return (lambda v: is_number(v) and v >= 0), 'a non-negative number'
+    if annotation is str:
+        return (lambda v: isinstance(v, str)), 'a string'
+    if typing.get_origin(annotation) in (list, tuple, Sequence):
+        item_ok, item = _value_rule(key, (typing.get_args(annotation) or
+                                          (Any, ))[0], None)
+        return (lambda v: isinstance(v, (list, tuple)) and all(
+            item_ok(x) for x in v)), f'a tuple of {_plural(item)}'
+    return (lambda v: True), 'anything'
+
+
+def _check_model_value(key: str, value: Any, annotation: Any,
+                       default: Any) -> None:
+    optional = False
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = typing.get_args(annotation)
+        rest = [a for a in args if a is not type(None)]
+        optional = len(rest) < len(args)
+        annotation = rest[0] if len(rest) == 1 else Any
+    ok, what = _value_rule(key, annotation, default)
+    if not (ok(value) or (optional and value is None)):
+        raise ValueError(f"argument --model-arg: {key} must be {what}"
+                         f"{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_model_args(args: argparse.Namespace) -> None:
+    r"""Checks the ``--model-arg`` settings of ``train`` against the model's
+    arguments before any data is loaded: an unknown key, or a value of the
+    wrong type or sign, raises :class:`ValueError` naming ``--model-arg``
+    (a bad value would otherwise fail deep inside torch, *e.g.*
+    ``embedding_dim=abc`` in ``torch.empty()``)."""
+    kwargs = _parse_kv(args.model_arg)
+    known = _model_arguments(args.model, kwargs.get('backbone',
+                                                    args.backbone))
+    for key, value in kwargs.items():
+        if key not in known:
+            raise ValueError(
+                f"argument --model-arg: {args.model} has no argument "
+                f"'{key}'; known: {', '.join(sorted(known))}")
+        _check_model_value(key, value, *known[key])
+
+
+# Data checks ---------------------------------------------------------------
+
+#: What each split is needed for, in the message of an empty split.
+_SPLIT_USE = {'train': 'to meta-train on',
+              'dev': 'to pick the best checkpoint on',
+              'test': 'to report test metrics on'}
+
+
+def _check_splits(data: Any, shots: int, splits: Sequence = SPLITS,
+                  use: Optional[str] = None) -> None:
+    r"""Raises :class:`~pyg_fewshot.data.FewShotDataError` if one of
+    ``splits`` has no task relations, or a relation with fewer than
+    ``shots + 1`` triples (:func:`~pyg_fewshot.data.check_shots`), so that
+    the data is rejected before training or evaluation starts instead of
+    after it."""
+    for split in splits:
+        if split_relations(data, split).numel() == 0:
+            raise FewShotDataError(
+                f"The {split} split has no task relations ({split}_tasks."
+                f"json is empty); at least one is needed "
+                f"{use or _SPLIT_USE[split]}")
+    check_shots(data, shots, splits)
+
+
+def _require_matplotlib() -> None:
+    r"""Fails before any work if the heatmap cannot be drawn."""
+    try:
+        importlib.import_module('matplotlib')
+    except ImportError as e:
+        raise ImportError("the heatmap needs matplotlib: pip install "
+                          "'pyg_fewshot[plot]', or pass --no-plot") from e
+
+
+# Error reporting -----------------------------------------------------------
+
+#: Errors of file access the user can act on, even without a file name.
+_FILE_ERRNOS = frozenset(
+    getattr(errno, name) for name in
+    ('ENOENT', 'EEXIST', 'EISDIR', 'ENOTDIR', 'EACCES', 'EPERM', 'ENOSPC',
+     'EDQUOT', 'EROFS', 'ENAMETOOLONG', 'ELOOP') if hasattr(errno, name))
+
+
+def _is_user_error(e: BaseException) -> bool:
+    r"""Whether ``e`` is the user's to fix (bad data or option, a file that
+    cannot be read or written, a missing optional package, a diverged run)
+    rather than a bug, whose traceback is needed."""
+    if isinstance(e, (ValueError, FloatingPointError)):
+        return True
+    if isinstance(e, ImportError):
+        # A missing optional package is the user's to install; a failing
+        # import of this package itself is a bug.
+        cause: Optional[BaseException] = e
+        while isinstance(cause, ImportError):
+            if (cause.name or '').split('.')[0] == __package__.split('.')[0]:
+                return False
+            cause = cause.__cause__
+        return True
+    if isinstance(e, OSError):
+        return (isinstance(e, (FileNotFoundError, FileExistsError,
+                               PermissionError, IsADirectoryError,
+                               NotADirectoryError))
+                or e.filename is not None or e.errno in _FILE_ERRNOS)
+    return False
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:
+        text = f"{e.strerror}: '{e.filename}'"
+    else:
+        text = str(e) or type(e).__name__
+    return ' '.join(text.split())
+
+
+def _debug_env() -> bool:
+    return os.environ.get('PYG_FEWSHOT_DEBUG', '').strip().lower() not in (
+        '', '0', 'false', 'no', 'off')
+
+
+_DEBUG_HELP = ('show the Python traceback of an error instead of one line '
+               '(also: PYG_FEWSHOT_DEBUG=1)')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='pyg-fewshot',
         description='Few-shot relational learning on knowledge graphs.')
     parser.add_argument('--version', action='version', version=__version__)
+    parser.add_argument('--debug', action='store_true', help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest='command', required=True)
 
     def data_args(p: argparse.ArgumentParser, default: Optional[str]) -> None:
@@ -304,44 +614,76 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument('--data-root', default=None,
                        help='where processed data is cached (default: '
                        '$PYG_FEWSHOT_HOME or ~/.cache/pyg_fewshot)')
-        p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+        p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'],
+                       help='device to run on (default: cpu)')
 
     p = sub.add_parser('train', help='meta-train a model, then evaluate it')
-    p.add_argument('--model', required=True, choices=sorted(MODELS))
+    p.add_argument('--model', required=True, choices=sorted(MODELS),
+                   help='model to train')
     data_args(p, DEFAULT_DATASET)
-    p.add_argument('--shots', type=int, default=1)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--max-steps', type=int, default=1000)
-    p.add_argument('--batch-size', type=int, default=1024)
-    p.add_argument('--num-queries', type=int, default=3)
-    p.add_argument('--eval-every', type=int, default=200)
-    p.add_argument('--patience', type=int, default=30)
-    p.add_argument('--lr', type=float, default=1e-3)
-    p.add_argument('--entity-lr', type=float, default=None,
+    p.add_argument('--shots', type=positive_int, default=1,
+                   help='support triples K per task (default: 1)')
+    p.add_argument('--seed', type=non_negative_int, default=0,
+                   help='random seed (default: 0)')
+    p.add_argument('--max-steps', type=positive_int, default=1000,
+                   help='meta-training steps (default: 1000)')
+    p.add_argument('--batch-size', type=positive_int, default=1024,
+                   help='tasks per meta-batch (default: 1024)')
+    p.add_argument('--num-queries', type=positive_int, default=3,
+                   help='query triples per training task (default: 3)')
+    p.add_argument('--eval-every', type=positive_int, default=200,
+                   help='steps between dev validations (default: 200)')
+    p.add_argument('--patience', type=positive_int, default=30,
+                   help='validations without improvement before stopping '
+                   '(default: 30)')
+    p.add_argument('--lr', type=positive_float, default=1e-3,
+                   help='learning rate (default: 1e-3)')
+    p.add_argument('--entity-lr', type=non_negative_float, default=None,
                    help='learning rate of the entity table (default: --lr; '
                    '0 freezes it, e.g. to keep pretrained vectors)')
-    p.add_argument('--grad-clip', type=float, default=None)
-    p.add_argument('--dim', type=int, default=None,
+    p.add_argument('--grad-clip', type=positive_float, default=None,
+                   help='max gradient norm of the dense parameters '
+                   '(default: no clipping)')
+    p.add_argument('--dim', type=positive_int, default=None,
                    help='embedding size (default: the model default, or '
                    'that of the pretrained vectors)')
     p.add_argument('--pretrain', action='store_true',
                    help='start from TransE vectors pretrained on the '
                    'background graph (computed once, then cached)')
-    p.add_argument('--inner-steps', type=int, default=1)
-    p.add_argument('--inner-lr', type=_inner_lr, default=None,
+    p.add_argument('--background-tasks', action='store_true',
+                   help='also meta-train on every background relation with '
+                   'more than 10 triples and 10 candidates (MetaR\'s '
+                   'In-Train; with --pretrain, the hybrid)')
+    p.add_argument('--inner-steps', type=non_negative_int, default=1,
+                   help='inner-loop (support) steps per task; 0 adapts '
+                   'nothing (default: 1)')
+    p.add_argument('--inner-lr', type=_inner_lr_option, default=None,
                    help='inner step size beta (default: the model\'s, 5.0 '
                    'for MetaR and FusionAdapter, 0.05 for MoEMeta), or one '
                    'per local parameter: rel=5,*=0.05')
-    p.add_argument('--margin', type=float, default=1.0)
-    p.add_argument('--second-order', action='store_true')
+    p.add_argument('--margin', type=non_negative_float, default=1.0,
+                   help='margin of the ranking loss (default: 1.0)')
+    p.add_argument('--second-order', action='store_true',
+                   help='differentiate through the inner steps (exact '
+                   'second-order meta-gradients)')
     p.add_argument('--published-quirks', action='store_true',
                    help="reproduce the published code's inner step scaled "
                    'by 1/B and support-loss gradient leak')
+    p.add_argument('--published-eval-mode', action='store_true',
+                   help="reproduce the published code's third quirk: after "
+                   'the first validation, training goes on in evaluation '
+                   'mode (no dropout, frozen batch norm)')
     p.add_argument('--ties', default='mean',
-                   choices=['mean', 'optimistic', 'pessimistic', 'expected'])
-    p.add_argument('--amp', action='store_true')
+                   choices=['mean', 'optimistic', 'pessimistic', 'expected'],
+                   help='rank of the true tail among equal scores '
+                   '(default: mean)')
+    p.add_argument('--amp', action='store_true',
+                   help='mixed precision (bfloat16 autocast)')
     p.add_argument('--model-arg', action='append', default=[],
-                   metavar='KEY=VALUE', help='extra model argument')
+                   type=_key_value, metavar='KEY=VALUE',
+                   help='extra model argument, checked against the '
+                   "model's constructor (repeatable), e.g. "
+                   'hidden_channels=(500,200)')
     g = p.add_argument_group('FusionAdapter / modalities')
     g.add_argument('--text', dest='text', action='store_true', default=None,
                    help='encode entity names as a text modality (default: '
@@ -352,60 +694,115 @@ def build_parser() -> argparse.ArgumentParser:
                    'offline all-MiniLM-L6-v2 package)')
     g.add_argument('--modality-dir', default=None,
                    help='folder with <name>_features.npy matrices')
-    g.add_argument('--backbone', default=None, choices=['metar', 'moemeta'])
-    g.add_argument('--tta-steps', type=int, default=None,
+    g.add_argument('--backbone', default=None, choices=['metar', 'moemeta'],
+                   help='model FusionAdapter wraps (default: metar)')
+    g.add_argument('--tta-steps', type=non_negative_int, default=None,
                    help='adapter-only tuning steps per test relation')
-    g.add_argument('--tta-lr', type=float, default=None)
-    p.add_argument('--nproc', type=int, default=1,
+    g.add_argument('--tta-lr', type=positive_float, default=None,
+                   help='learning rate of that tuning')
+    p.add_argument('--nproc', type=positive_int, default=1,
                    help='data-parallel processes on this machine (gloo on '
                    'CPU, NCCL with --device cuda); --batch-size is the '
                    'global meta-batch, split evenly. Under torchrun, leave '
                    'it at 1: the job size comes from torchrun')
-    p.add_argument('--output', default='runs/latest')
-    p.add_argument('--no-resume', action='store_true')
-    p.add_argument('--quiet', action='store_true')
+    p.add_argument('--output', default='runs/latest',
+                   help='run folder (checkpoints, results.json)')
+    p.add_argument('--no-resume', action='store_true',
+                   help="start afresh even if the run folder has a "
+                   "'last.pt'")
+    p.add_argument('--quiet', action='store_true',
+                   help='no progress bar')
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('evaluate', help='re-evaluate a saved run')
     p.add_argument('--checkpoint', required=True,
                    help='run folder (uses best.pt) or checkpoint file')
     data_args(p, None)
-    p.add_argument('--split', default='test', choices=['dev', 'test'])
-    p.add_argument('--shots', type=int, default=None)
+    p.add_argument('--split', default='test', choices=['dev', 'test'],
+                   help='split to evaluate (default: test)')
+    p.add_argument('--shots', type=positive_int, default=None,
+                   help="support triples K (default: the run's)")
     p.add_argument('--ties', default='mean',
-                   choices=['mean', 'optimistic', 'pessimistic', 'expected'])
+                   choices=['mean', 'optimistic', 'pessimistic', 'expected'],
+                   help='rank of the true tail among equal scores '
+                   '(default: mean)')
     p.add_argument('--candidates', default='relation',
-                   choices=['relation', 'all'])
+                   choices=['relation', 'all'],
+                   help="rank among the relation's candidates or all "
+                   'entities (default: relation)')
     p.add_argument('--output', default=None, help='write metrics JSON here')
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser('experts', help='relation x expert activation '
                        'heatmap and expert-load statistics of a MoEMeta run')
-    p.add_argument('--checkpoint', required=True)
+    p.add_argument('--checkpoint', required=True,
+                   help='run folder (uses best.pt) or checkpoint file')
     data_args(p, None)
     p.add_argument('--splits', nargs='+', default=['train', 'dev', 'test'],
-                   choices=['train', 'dev', 'test'])
-    p.add_argument('--shots', type=int, default=None,
+                   choices=['train', 'dev', 'test'],
+                   help='splits whose relations are routed (default: all)')
+    p.add_argument('--shots', type=positive_int, default=None,
                    help='route only the first K triples of each relation '
                    '(default: all)')
     p.add_argument('--output', default=None,
                    help='folder for experts.json / experts.png (default: '
                    'the run folder)')
-    p.add_argument('--no-plot', action='store_true')
+    p.add_argument('--no-plot', action='store_true',
+                   help='skip experts.png (no matplotlib needed)')
     p.set_defaults(func=cmd_experts)
 
     p = sub.add_parser('pretrain', help='pretrain TransE vectors on the '
                        'background graph')
     data_args(p, DEFAULT_DATASET)
-    p.add_argument('--dim', type=int, default=100)
-    p.add_argument('--epochs', type=int, default=None)
+    p.add_argument('--dim', type=positive_int, default=100,
+                   help='embedding size (default: 100)')
+    p.add_argument('--epochs', type=positive_int, default=None,
+                   help='TransE epochs (default: the pretrainer\'s)')
     p.set_defaults(func=cmd_pretrain)
+
+    # Accepted before or after the command; SUPPRESS keeps a subcommand
+    # from resetting a --debug given before it.
+    for p in sub.choices.values():
+        p.add_argument('--debug', action='store_true',
+                       default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    r"""Runs ``pyg-fewshot`` and returns its exit status.
+
+    A user error (bad data or option, a file that cannot be read or written,
+    a missing optional package, a diverged run; see :func:`_is_user_error`)
+    ends with one line on stderr and status 2, Ctrl-C with one line and
+    status 130; ``--debug`` or ``PYG_FEWSHOT_DEBUG=1`` re-raise them with
+    their traceback. Any other exception is a bug and keeps its traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f'{parser.prog} {args.command}'
+    debug = args.debug or _debug_env()
+    try:
+        if args.command == 'train':
+            _check_model_args(args)
+        args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f'{prog}: interrupted', file=sys.stderr)
+        return 130
+    except SystemExit as e:
+        # Helpers stop with SystemExit('error: ...'): report it like the
+        # other user errors.
+        if debug or not isinstance(e.code, str):
+            raise
+        print(f"{prog}: error: {e.code.removeprefix('error: ')}",
+              file=sys.stderr)
+        return 2
+    except Exception as e:
+        if debug or not _is_user_error(e):
+            raise
+        print(f'{prog}: error: {_one_line(e)}', file=sys.stderr)
+        return 2
     return 0
 
 

@@ -24,6 +24,7 @@ from .dataset import FewShotKGDataset, load_dataset
 from .writer import write_fewshot_folder
 from .sampler import (Episode, EpisodeSampler, sample_negative_tails,
                       sample_without_replacement)
+from .background import BackgroundTasks
 from .synthetic import SyntheticFewShotDataset, make_synthetic
 from .networkx import from_networkx, to_networkx
 from .pretrain import load_or_pretrain, pretrain_transe
@@ -70,6 +71,8 @@ __all__ = [
     'Episode',
     'sample_negative_tails',
     'sample_without_replacement',
+    # background.py
+    'BackgroundTasks',
     # synthetic.py
     'make_synthetic',
     'SyntheticFewShotDataset',

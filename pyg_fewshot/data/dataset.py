@@ -1,15 +1,15 @@
 r"""The few-shot KG dataset: a :class:`~torch_geometric.data.InMemoryDataset`
 whose one graph is the :class:`~torch_geometric.data.HeteroData` of
 :mod:`pyg_fewshot.data.hetero`."""
+import contextlib
 import hashlib
-import json
 import logging
 import os
 import os.path as osp
 import re
 import sys
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -20,18 +20,30 @@ from .hetero import ENTITY, summary
 from .io import (
     REQUIRED_FILES,
     FewShotDataError,
+    FewShotDataWarning,
     MissingRawFilesError,
     check_raw_folder,
     check_shots,
     raw_fingerprint,
     read_fewshot_folder,
+    read_json,
     validate,
 )
 
+try:  # POSIX only; elsewhere concurrent processing is not serialised.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
 logger = logging.getLogger(__name__)
 
-#: Bumped whenever the processed format or the reader's output changes.
-PROCESSED_VERSION = 2
+#: Bumped whenever the processed format or the reader's output changes
+#: (3: duplicate triples dropped, ``e1rel_e2.json`` keys resolved against
+#: the task pairs).
+PROCESSED_VERSION = 3
+
+#: The lock file that serialises processing, inside the processed folder.
+LOCK_NAME = '.processing.lock'
 
 #: Names accepted by :func:`load_dataset` for the bundled UMLS-One copy.
 BUNDLED_NAMES = ('umls-one', 'umls_one', 'umlsone', 'umls')
@@ -88,6 +100,109 @@ def unpack_names(data: HeteroData) -> HeteroData:
     return data
 
 
+# Global attributes every processed graph holds (schema of hetero.py).
+_SCHEMA = ('relation_names', 'bg_edge_index', 'bg_edge_type', 'nbr_ptr',
+           'nbr_ent', 'nbr_rel', 'train_rel', 'dev_rel', 'test_rel',
+           'task_relation_names', 'task_ptr', 'task_triples', 'cand_ptr',
+           'cand_idx', 'true_keys')
+
+
+def load_hetero(path: str) -> HeteroData:
+    r"""Loads a file written by :func:`save_hetero` with
+    ``torch.load(weights_only=True)`` only.
+
+    PyG's :meth:`InMemoryDataset.load` retries with ``weights_only=False``
+    when the safe load fails, which runs whatever a crafted file pickles;
+    here a file that fails the safe load raises, and the caller rebuilds it.
+    """
+    out = torch.load(path, map_location='cpu', weights_only=True)
+    if not (isinstance(out, tuple) and len(out) == 3
+            and isinstance(out[0], dict) and isinstance(out[2], type)
+            and issubclass(out[2], HeteroData)):
+        raise TypeError(f"'{path}' does not hold a saved HeteroData")
+    data = unpack_names(out[2].from_dict(out[0]))
+    missing = [key for key in _SCHEMA if key not in data]
+    if missing or ENTITY not in data.node_types:
+        raise TypeError(f"'{path}' misses {', '.join(missing) or ENTITY}")
+    return data
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str) -> Iterator[None]:
+    r"""Holds an exclusive, blocking :func:`fcntl.flock` on
+    ``folder/.processing.lock`` so that one process builds the processed
+    files while the others wait.
+
+    The file is removed on release, so a finished folder holds only its
+    data; a waiter that then acquires the removed file notices (its inode
+    is no longer the one at the path) and locks the current file instead.
+    The lock dies with its process. Without :mod:`fcntl` (Windows), or where
+    the file cannot be created (a read-only cache, which nobody can rebuild
+    anyway) or locked, nothing is locked.
+    """
+    path = osp.join(folder, LOCK_NAME)
+    fd = _acquire(path) if fcntl is not None else None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            # Unlink while still locked (see above), then unlock.
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            os.close(fd)
+
+
+def _acquire(path: str) -> Optional[int]:
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            logger.debug("Not locking '%s': %s", path, e)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # e.g. ENOLCK on some network file systems
+            os.close(fd)
+            logger.debug("Not locking '%s': %s", path, e)
+            return None
+        try:
+            current = osp.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            return fd
+        os.close(fd)
+
+
+def remove_orphans(folder: str, names: List[str]) -> List[str]:
+    r"""Removes the temporary files (``.<name>.XXXXXXXX.tmp``) that an atomic
+    write of one of ``names`` left in ``folder`` when its process was killed,
+    and returns their names.
+
+    Call it only under :func:`folder_lock`: only lock holders write these
+    files, so none is live then. Temporary files of other names (*e.g.*
+    TransE caches, written without this lock) are left alone.
+    """
+    pattern = re.compile(r'^\.(%s)\.[a-z0-9_]{8}\.tmp$' %
+                         '|'.join(map(re.escape, names)))
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir(folder)):
+            if pattern.match(name):
+                with contextlib.suppress(OSError):  # gone, or read-only
+                    os.remove(osp.join(folder, name))
+                    removed.append(name)
+    return removed
+
+
+def _stamp(path: str) -> Optional[Tuple[int, int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _repr(obj: Any) -> str:
     return 'None' if obj is None else re.sub(r'(<.*?)\s.*(>)', r'\1\2',
                                             str(obj))
@@ -105,6 +220,15 @@ class FewShotKGDataset(InMemoryDataset):
     read-only folder; processed files are written atomically under
     ``<root>/processed``. They are rebuilt when the raw files change (size or
     modification time) or with :obj:`force_reload`.
+
+    Processes that load the same root at once take turns (a file lock on the
+    processed folder): one builds, the others wait and load its build, even
+    with :obj:`force_reload`. ``data.pt`` is loaded with
+    ``torch.load(weights_only=True)`` only; a file that does not load that
+    way (truncated, crafted, foreign) is rebuilt with a warning, never
+    unpickled. Warnings of the reader (see
+    :class:`~pyg_fewshot.data.io.FewShotDataWarning`) are repeated at every
+    load of the processed files.
 
     ``dataset[0]`` returns the (transformed) graph; ``dataset.data`` the
     stored, untransformed one.
@@ -147,11 +271,13 @@ class FewShotKGDataset(InMemoryDataset):
         self.min_triples = int(min_triples)
         self.load_embeddings = bool(load_embeddings)
         self.report: Dict[str, Any] = {}
+        self._loaded: Optional[Tuple[HeteroData, Dict[str, Any]]] = None
+        # PyG's __init__ calls `_process`, which loads the graph.
         super().__init__(root, transform, pre_transform, log=log,
                          force_reload=force_reload)
-        self.load(self.processed_paths[0], data_cls=HeteroData)
-        unpack_names(self._data)
-        self.report = self._read_meta() or {}
+        assert self._loaded is not None
+        self.data, self.report = self._loaded
+        self._loaded = None
         # Fully validated when processed; the shot count may differ now.
         check_shots(self._data, self.min_triples - 1)
 
@@ -183,8 +309,7 @@ class FewShotKGDataset(InMemoryDataset):
 
     def _read_meta(self) -> Optional[Dict[str, Any]]:
         try:
-            with open(self.processed_paths[1]) as f:
-                meta = json.load(f)
+            meta = read_json(self.processed_paths[1])
             return meta if isinstance(meta, dict) else None
         except (OSError, ValueError):
             return None
@@ -213,23 +338,72 @@ class FewShotKGDataset(InMemoryDataset):
         return None
 
     def _process(self) -> None:
-        # Replaces PyG's `_process` to (a) rebuild when the raw files change
-        # and (b) write every processed file atomically.
-        reason = 'force_reload' if self.force_reload else self._stale_reason()
-        if reason is None:
-            meta = self._read_meta() or {}
+        # Replaces PyG's `_process` to (a) rebuild when the raw files change,
+        # (b) let one process build while concurrent ones wait, and (c) load
+        # with `weights_only=True` only: PyG's loader retries with
+        # `weights_only=False`, so a crafted data.pt would run code.
+        os.makedirs(self.processed_dir, exist_ok=True)
+        # A force_reload that waited while another process rebuilt the files
+        # takes that fresh build instead of building again.
+        meta_before = _stamp(self.processed_paths[1])
+        with folder_lock(self.processed_dir):
+            removed = remove_orphans(self.processed_dir,
+                                     self.processed_file_names)
+            if removed:
+                logger.info("Removed %d temporary file(s) of a killed run in "
+                            "'%s'", len(removed), self.processed_dir)
+            reason = self._stale_reason()
+            if reason is None and self.force_reload and _stamp(
+                    self.processed_paths[1]) == meta_before:
+                reason = 'force_reload'
+            if reason is None:
+                reason = self._load_processed(fresh=False)
+                if reason is None:
+                    return
+                # Levels: here, PyG's two __init__, ours, the caller.
+                warnings.warn(f"{reason}; processing the dataset again",
+                              stacklevel=5)
+            check_raw_folder(self.raw_dir)
+            if self.log and 'PYTEST_CURRENT_TEST' not in os.environ:
+                print(f'Processing {self.name} ({reason})...',
+                      file=sys.stderr)
+            self.process()
+            error = self._load_processed(fresh=True)
+            if error is not None:
+                raise RuntimeError(
+                    f"{error}: a `pre_transform` may have stored objects "
+                    f"other than tensors, numbers, strings, lists and dicts, "
+                    f"which are not loaded (loading them could run code)")
+            if self.log and 'PYTEST_CURRENT_TEST' not in os.environ:
+                print('Done!', file=sys.stderr)
+
+    def _load_processed(self, fresh: bool) -> Optional[str]:
+        r"""Loads the processed files into ``self._loaded``; returns why they
+        cannot be used, or :obj:`None`.
+
+        A ``data.pt`` that fails the safe load, whatever the reason (a
+        truncated file, a crafted pickle, another format), is stale: it is
+        rebuilt, never unpickled otherwise.
+        """
+        path = self.processed_paths[0]
+        try:
+            data = load_hetero(path)
+        except Exception as e:  # any failure means: rebuild
+            msg = str(e).strip().splitlines()
+            return (f"Unreadable processed file '{path}' "
+                    f"({type(e).__name__}: {msg[0][:200] if msg else ''})")
+        meta = self._read_meta() or {}
+        if not fresh:
             if meta.get('pre_transform') != _repr(self.pre_transform):
                 warnings.warn(
                     "The `pre_transform` argument differs from the one used "
                     "in the pre-processed version of this dataset. Pass "
-                    "`force_reload=True` to process it again.", stacklevel=3)
-            return
-        check_raw_folder(self.raw_dir)
-        if self.log and 'PYTEST_CURRENT_TEST' not in os.environ:
-            print(f'Processing {self.name} ({reason})...', file=sys.stderr)
-        self.process()
-        if self.log and 'PYTEST_CURRENT_TEST' not in os.environ:
-            print('Done!', file=sys.stderr)
+                    "`force_reload=True` to process it again.", stacklevel=6)
+            # The reader warned while processing; repeat it for this load.
+            for message in meta.get('warnings') or []:
+                warnings.warn(message, FewShotDataWarning, stacklevel=6)
+        self._loaded = (data, meta)
+        return None
 
     def process(self) -> None:
         fingerprint = raw_fingerprint(self.raw_dir)

@@ -29,6 +29,9 @@ Global attributes:
   dev, test), ``task_ptr`` ``[T + 1]`` and ``task_triples`` ``[M, 2]``
   (head, tail) of each task relation in file order.
 * ``train_rel``, ``dev_rel``, ``test_rel``: task relation ids of each split.
+  :class:`~pyg_fewshot.data.BackgroundTasks` appends train relations after
+  the test ones (ids listed in ``bg_task_rel``), so read the splits from
+  these tensors, never from id ranges.
 * ``cand_ptr`` ``[T + 1]``, ``cand_idx`` ``[C]``: candidate tails of each task
   relation (CSR).
 * ``true_keys`` ``[F]``: sorted unique :func:`triple_key` of every known true

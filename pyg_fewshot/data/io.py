@@ -26,14 +26,24 @@ UMLS-One copy is). :func:`read_fewshot_folder` validates everything and builds
 the :class:`~torch_geometric.data.HeteroData` through
 :func:`~pyg_fewshot.data.hetero.build_fewshot_data`; every problem raises a
 :class:`FewShotDataError` that names the file and the line or key.
+
+Every JSON file is read with duplicate keys rejected (:func:`json.load`
+would keep the last value silently), and every text file must be UTF-8 (an
+error names the line and column of the first bad bytes). Repairable
+problems are repaired with a :class:`FewShotDataWarning` that counts them:
+duplicate task or background triples are dropped (the first occurrence is
+kept, so the support set stays the first ``K`` distinct triples), and
+``e1rel_e2.json`` keys that name no task (head, relation) pair are skipped.
 """
 import gzip
 import json
 import logging
 import os
 import os.path as osp
+import warnings
+import zlib
 from itertools import repeat
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -64,6 +74,17 @@ class FewShotDataError(ValueError):
 class MissingRawFilesError(FewShotDataError, FileNotFoundError):
     r"""Raised when files of the standard layout are missing; the message
     names each missing file and where to put it."""
+
+
+class FewShotDataWarning(UserWarning):
+    r"""Issued when the reader repairs or ignores part of the input (dropped
+    duplicate triples, skipped ``e1rel_e2.json`` keys) or when the data is
+    usable but degenerate (an empty background graph); the message names the
+    file and counts what was affected."""
+
+
+# What a damaged ``.gz`` file raises while being read.
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
 # ---------------------------------------------------------------------------
@@ -124,31 +145,67 @@ def open_text(path: str):
     return open(path, encoding='utf-8')
 
 
+def _open_binary(path: str):
+    if path.endswith(GZIP_SUFFIX):
+        return gzip.open(path, 'rb')
+    return open(path, 'rb')
+
+
+def decode_error(path: str, err: UnicodeDecodeError) -> FewShotDataError:
+    r"""A :class:`FewShotDataError` naming the line and column of the first
+    bytes of ``path`` that are not UTF-8.
+
+    The codec error itself only knows an offset into one read buffer, so the
+    file is scanned again, a line at a time (a UTF-8 sequence never holds a
+    newline byte, so a line decodes on its own).
+    """
+    try:
+        with _open_binary(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    raw.decode('utf-8')
+                except UnicodeDecodeError as e:
+                    col = len(raw[:e.start].decode('utf-8')) + 1
+                    return FewShotDataError(
+                        f"{path}, line {lineno}, column {col}: not UTF-8 "
+                        f"text ({e.reason}: {raw[e.start:e.end]!r}); save "
+                        f"the file as UTF-8")
+    except (OSError, ) + _GZIP_ERRORS:
+        pass
+    return FewShotDataError(f"{path}: not UTF-8 text ({err.reason} at byte "
+                            f"{err.start} of a read buffer)")
+
+
 def _reject_duplicate_keys(path: str):
+    r"""An ``object_pairs_hook`` raising :class:`FewShotDataError` on a
+    duplicate key (:func:`json.load` silently keeps the last value)."""
     def hook(pairs):
-        out = {}
-        for key, value in pairs:
-            if key in out:
-                raise FewShotDataError(f"{path}: duplicate key '{key}'")
-            out[key] = value
+        out = dict(pairs)  # C speed; a shorter dict means a repeated key
+        if len(out) != len(pairs):
+            seen = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise FewShotDataError(f"{path}: duplicate key '{key}'")
+                seen.add(key)
         return out
 
     return hook
 
 
-def read_json(path: str, check_duplicates: bool = False) -> Any:
-    r"""Loads a JSON file; malformed JSON raises :class:`FewShotDataError`
-    naming the file, line and column."""
-    hook = _reject_duplicate_keys(path) if check_duplicates else None
+def read_json(path: str) -> Any:
+    r"""Loads a JSON file; malformed JSON, a duplicate key in any object,
+    bytes that are not UTF-8 or a damaged ``.gz`` raise
+    :class:`FewShotDataError` naming the file and the line and column (or
+    the key)."""
     try:
         with open_text(path) as f:
-            return json.load(f, object_pairs_hook=hook)
+            return json.load(f, object_pairs_hook=_reject_duplicate_keys(path))
     except json.JSONDecodeError as e:
         raise FewShotDataError(f"{path}: malformed JSON at line {e.lineno}, "
                                f"column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
-        raise FewShotDataError(f"{path}: not UTF-8 text ({e})") from None
-    except (gzip.BadGzipFile, EOFError) as e:
+        raise decode_error(path, e) from None
+    except _GZIP_ERRORS as e:
         raise FewShotDataError(f"{path}: corrupt gzip file ({e})") from None
 
 
@@ -200,11 +257,23 @@ def _read_id_object_chunked(path: str, chunk_chars: int
     :func:`json.load` holds the whole text and a second dict of every key
     (its key memo): at Wiki-One size (4.8 M entries, 100 MB) that is about
     150 MB more at the peak. Merging the chunks' dicts in order gives the
-    same dict, duplicate keys included (the later value wins in the first
-    key's position in both).
+    same dict. A key repeated within a chunk or across chunks raises
+    :class:`FewShotDataError`, as :func:`read_json` does (a wrong cut never
+    completes an object, so a repeat found is real).
     """
     out: Dict[str, Any] = {}
     rest, first = '', True
+    hook = _reject_duplicate_keys(path)
+
+    def merge(piece: Any) -> bool:
+        if not isinstance(piece, dict):
+            return False
+        if not out.keys().isdisjoint(piece):
+            key = next(k for k in piece if k in out)
+            raise FewShotDataError(f"{path}: duplicate key '{key}'")
+        out.update(piece)
+        return True
+
     try:
         with open_text(path) as f:
             while True:
@@ -216,18 +285,18 @@ def _read_id_object_chunked(path: str, chunk_chars: int
                 if cut < 0:
                     rest = text
                     continue
-                piece = json.loads(('' if first else '{') + text[:cut] + '}')
-                if not isinstance(piece, dict):
+                if not merge(json.loads(('' if first else '{') + text[:cut] +
+                                        '}', object_pairs_hook=hook)):
                     return None
-                out.update(piece)
                 rest, first = text[cut + 1:], False
-                del text, piece
-        last = json.loads(('' if first else '{') + rest)
-    except (ValueError, OSError, EOFError):
+                del text
+        if not merge(json.loads(('' if first else '{') + rest,
+                                object_pairs_hook=hook)):
+            return None
+    except FewShotDataError:
+        raise
+    except (ValueError, OSError) + _GZIP_ERRORS:
         return None  # malformed (or a cut inside a name): parse it whole
-    if not isinstance(last, dict):
-        return None
-    out.update(last)
     return out
 
 
@@ -288,7 +357,7 @@ def read_tasks(path: str, ent2id: Dict[str, int]
                ) -> List[Tuple[str, np.ndarray]]:
     r"""Reads one ``*_tasks.json``: a list of (relation, ``[n, 2]`` int64
     (head, tail) ids) in file order."""
-    obj = _expect_object(read_json(path, check_duplicates=True), path,
+    obj = _expect_object(read_json(path), path,
                          '{relation: [[head, relation, tail], ...]}')
     out = []
     for rel, triples in obj.items():
@@ -351,25 +420,30 @@ def read_path_graph(
     parts: List[np.ndarray] = []
     first_line = 1  # line number of the chunk's first line
     rest = ''
-    with open_text(path) as f:
-        while True:
-            block = f.read(chunk_chars)
-            if block:
-                text = rest + block
-                cut = text.rfind('\n')
-                if cut < 0:
-                    rest = text
-                    continue
-                text, rest = text[:cut + 1], text[cut + 1:]
-            else:
-                text, rest = rest, ''
-                if not text:
-                    break
-            num_lines = text.count('\n') + (not text.endswith('\n'))
-            parts.append(
-                _parse_path_chunk(path, text, first_line, ent2id, rel2id,
-                                  fixed))
-            first_line += num_lines
+    try:
+        with open_text(path) as f:
+            while True:
+                block = f.read(chunk_chars)
+                if block:
+                    text = rest + block
+                    cut = text.rfind('\n')
+                    if cut < 0:
+                        rest = text
+                        continue
+                    text, rest = text[:cut + 1], text[cut + 1:]
+                else:
+                    text, rest = rest, ''
+                    if not text:
+                        break
+                num_lines = text.count('\n') + (not text.endswith('\n'))
+                parts.append(
+                    _parse_path_chunk(path, text, first_line, ent2id, rel2id,
+                                      fixed))
+                first_line += num_lines
+    except UnicodeDecodeError as e:
+        raise decode_error(path, e) from None
+    except _GZIP_ERRORS as e:
+        raise FewShotDataError(f"{path}: corrupt gzip file ({e})") from None
     triples = (np.concatenate(parts) if parts else np.empty(
         (0, 3), dtype=np.int64))
     names = sorted(rel2id, key=rel2id.__getitem__)
@@ -468,56 +542,98 @@ def read_candidates(path: str, ent2id: Dict[str, int],
     return out, num_dup
 
 
-def read_e1rel_e2(path: str, ent2id: Dict[str, int],
-                  relations: Sequence[str]) -> Tuple[np.ndarray, int]:
+def _key_parses(key: str, ent2id: Dict[str, int], rel_id: Dict[str, int],
+                lengths: Sequence[int]) -> List[Tuple[int, int]]:
+    r"""Every (relation id, head id) with ``head + relation == key``, longest
+    relation first."""
+    out = []
+    for n in lengths:
+        if n < len(key):
+            rel = rel_id.get(key[-n:])
+            if rel is not None:
+                head = ent2id.get(key[:-n])
+                if head is not None:
+                    out.append((rel, head))
+    return out
+
+
+def read_e1rel_e2(
+    path: str,
+    ent2id: Dict[str, int],
+    relations: Sequence[str],
+    task_pairs: Optional[Set[int]] = None,
+    background: Optional[Tuple[np.ndarray, Sequence[str]]] = None,
+    notes: Optional[List[str]] = None,
+) -> Tuple[np.ndarray, int]:
     r"""Reads ``e1rel_e2.json`` (keys ``head + relation``, no separator).
 
-    A key is split by the longest task relation name it ends with whose
-    remaining prefix is a known entity. Keys ending with no task relation
-    are skipped (they are true triples of relations outside the tasks).
+    A key may split several ways into a known entity and a task relation
+    (``'receptorcauses'`` is ``'receptor' + 'causes'``, and would be
+    ``'receptorca' + 'uses'`` if both were known), so keys are resolved
+    against the pairs the protocol looks up: the published code filters a
+    query ``(h, r, ?)`` with ``e1rel_e2[h + r]``.
+
+    1. A split whose (head, relation) is a pair of the task triples is taken;
+       if several are, each gets the key's tails (exactly what the string
+       lookup of the published code does).
+    2. Else, a key that is a (head, relation) pair of the background graph
+       is skipped.
+    3. Else, the split with the longest task relation is taken (a true
+       triple of a pair no task queries).
+    4. A key with no split at all (its relation is no task relation of this
+       dataset, *e.g.* a relation removed from the tasks, or its head is no
+       entity) is skipped: it cannot filter any query.
+
+    Args:
+        path (str): The file (plain or ``.gz``).
+        ent2id (Dict[str, int]): Entity ids.
+        relations (Sequence[str]): The task relation names.
+        task_pairs (Set[int], optional): ``relation * N + head`` of every
+            task triple, relation ids being positions in ``relations``
+            (:obj:`None`: step 1 is skipped).
+        background (Tuple[np.ndarray, Sequence[str]], optional): The
+            ``[E, 3]`` background triples and relation names, for step 2.
+        notes (List[str], optional): Collects the warning on skipped keys.
 
     Returns:
         ``[F, 3]`` int64 (task relation id, head, tail) rows, task relation
         ids being positions in ``relations``, and the number of skipped
-        keys.
+        keys (a :class:`FewShotDataWarning` counts them). A tail of a taken
+        key missing from ``ent2ids`` raises :class:`FewShotDataError`.
     """
     obj = _expect_object(read_json(path), path, '{head+relation: [tail]}')
+    N = len(ent2id)
     rel_id = {name: i for i, name in enumerate(relations)}
     lengths = sorted({len(n) for n in relations}, reverse=True)
+    in_background = _background_pair_test(background, ent2id, N)
     rel_col: List[int] = []
     head_col: List[int] = []
     tails: List[str] = []
-    first_row: List[Tuple[int, str]] = []  # (first row, key) of each key
-    skipped = 0
+    first_row: List[Tuple[int, str]] = []  # (first row, key) of each split
+    skipped, example = 0, None
     for key, values in obj.items():
-        rel = head = None
-        suffix_hit = None
-        for n in lengths:
-            if n >= len(key):
-                continue
-            r = key[-n:]
-            if r in rel_id:
-                suffix_hit = suffix_hit or r
-                h = ent2id.get(key[:-n])
-                if h is not None:
-                    rel, head = r, h
-                    break
-        if rel is None:
-            if suffix_hit is not None:
-                raise FewShotDataError(
-                    f"{path}: key '{key}': it ends with task relation "
-                    f"'{suffix_hit}' but its head '{key[:-len(suffix_hit)]}' "
-                    f"is not in ent2ids")
+        found = _key_parses(key, ent2id, rel_id, lengths)
+        queried = ([(r, h) for r, h in found if r * N + h in task_pairs]
+                   if task_pairs is not None else [])
+        if queried:
+            found = queried  # step 1
+        elif found and in_background(key):
+            found = []  # step 2
+        else:
+            found = found[:1]  # step 3 (or 4 when empty)
+        if not found:
             skipped += 1
+            example = example or key
             continue
         if not isinstance(values, list) or not all(
                 isinstance(x, str) for x in values):
             raise FewShotDataError(f"{path}: key '{key}': expected a list of "
                                    f"tail entity names")
-        first_row.append((len(tails), key))
-        rel_col.extend(repeat(rel_id[rel], len(values)))
-        head_col.extend(repeat(head, len(values)))
-        tails.extend(values)
+        for rel, head in found:
+            first_row.append((len(tails), key))
+            rel_col.extend(repeat(rel, len(values)))
+            head_col.extend(repeat(head, len(values)))
+            tails.extend(values)
     tail_ids = _map_tokens(tails, ent2id)
     bad = np.flatnonzero(tail_ids < 0)
     if bad.size:
@@ -530,7 +646,33 @@ def read_e1rel_e2(path: str, ent2id: Dict[str, int],
         np.asarray(rel_col, dtype=np.int64),
         np.asarray(head_col, dtype=np.int64), tail_ids
     ], axis=1) if tails else np.empty((0, 3), dtype=np.int64)
+    if skipped:
+        _warn(notes, f"{path}: ignored {skipped} key(s) that name no "
+              f"(head, task relation) pair of this dataset (first: "
+              f"'{example}'); they cannot filter any query")
     return out, skipped
+
+
+def _background_pair_test(background: Optional[Tuple[np.ndarray,
+                                                     Sequence[str]]],
+                          ent2id: Dict[str, int], N: int):
+    r"""A test whether a key is ``head + relation`` of a background triple;
+    the pair table is built on first use (few keys ever need it)."""
+    if background is None:
+        return lambda key: False
+    triples, names = background
+    rel_id = {name: i for i, name in enumerate(names)}
+    lengths = sorted({len(n) for n in names}, reverse=True)
+    table: List[np.ndarray] = []
+
+    def test(key: str) -> bool:
+        if not table:
+            table.append(np.unique(triples[:, 1] * N + triples[:, 0]))
+        pairs = np.asarray([r * N + h for r, h in _key_parses(
+            key, ent2id, rel_id, lengths)], dtype=np.int64)
+        return bool(np.isin(pairs, table[0]).any())
+
+    return test
 
 
 def find_embedding_file(folder: str) -> Optional[str]:
@@ -556,7 +698,9 @@ def read_entity_vectors(path: str, num_entities: int) -> Tensor:
         else:
             with open_text(path) as f:
                 arr = np.loadtxt(f, dtype=np.float32, ndmin=2)
-    except (ValueError, OSError, EOFError) as e:
+    except UnicodeDecodeError as e:
+        raise decode_error(path, e) from None
+    except (ValueError, OSError) + _GZIP_ERRORS as e:
         raise FewShotDataError(f"{path}: cannot read entity vectors: "
                                f"{e}") from None
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
@@ -570,6 +714,117 @@ def read_entity_vectors(path: str, num_entities: int) -> Tensor:
         row = int(np.flatnonzero(~np.isfinite(arr).all(1))[0])
         raise FewShotDataError(f"{path}: row {row} holds a non-finite value")
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------
+# Repairs
+# ---------------------------------------------------------------------------
+
+
+def _warn(notes: Optional[List[str]], message: str) -> None:
+    r"""Issues a :class:`FewShotDataWarning` and records its message (the
+    dataset repeats recorded warnings when it loads its processed copy)."""
+    if notes is not None:
+        notes.append(message)
+    warnings.warn(message, FewShotDataWarning, stacklevel=3)
+
+
+def _first_occurrences(keys: np.ndarray) -> np.ndarray:
+    r"""The positions of the first occurrence of each value of ``keys``, in
+    input order."""
+    _, first = np.unique(keys, return_index=True)  # stable: first wins
+    return np.sort(first)
+
+
+def _first_repeat(keys: np.ndarray, kept: np.ndarray) -> Tuple[int, int]:
+    r"""The position of the first dropped repeat and of the value it
+    repeats."""
+    dropped = np.ones(keys.shape[0], dtype=bool)
+    dropped[kept] = False
+    dup = int(np.flatnonzero(dropped)[0])
+    return dup, int(np.flatnonzero(keys == keys[dup])[0])
+
+
+def drop_duplicate_task_triples(
+    path: str,
+    rows: List[Tuple[str, np.ndarray]],
+    names: Sequence[str],
+    notes: Optional[List[str]] = None,
+) -> Tuple[List[Tuple[str, np.ndarray]], int]:
+    r"""Drops repeated (head, tail) pairs of each task relation of one
+    ``*_tasks.json``, keeping the first occurrence in file order: the support
+    set is the first ``K`` triples, so a repeat would otherwise reappear as a
+    query of its own support triple. Warns with the count.
+
+    Returns the rows and the number of triples dropped.
+    """
+    N = max(len(names), 1)
+    out, dropped, example = [], 0, None
+    for rel, ids in rows:
+        keys = ids[:, 0] * N + ids[:, 1]
+        kept = _first_occurrences(keys)
+        if kept.size != keys.size:
+            if example is None:
+                dup, orig = _first_repeat(keys, kept)
+                h, t = names[int(ids[dup, 0])], names[int(ids[dup, 1])]
+                example = (f"key '{rel}', triple #{dup} [{h}, {rel}, {t}] "
+                           f"repeats #{orig}")
+            dropped += keys.size - kept.size
+            ids = ids[kept]
+        out.append((rel, ids))
+    if dropped:
+        _warn(notes, f"{path}: dropped {dropped} duplicate task triple(s) "
+              f"(first: {example}); the first occurrence of each is kept, "
+              f"so support sets are the first K distinct triples")
+    return out, dropped
+
+
+def _line_numbers(path: str, line: str, limit: int = 2) -> List[int]:
+    r"""The numbers of the first ``limit`` lines of ``path`` equal to
+    ``line`` (used only to locate a reported problem)."""
+    out: List[int] = []
+    with open_text(path) as f:
+        for i, text in enumerate(f, 1):
+            if text.rstrip('\n') == line:
+                out.append(i)
+                if len(out) == limit:
+                    break
+    return out
+
+
+def drop_duplicate_background_triples(
+    path: str,
+    triples: np.ndarray,
+    relation_names: Sequence[str],
+    names: Sequence[str],
+    notes: Optional[List[str]] = None,
+) -> Tuple[np.ndarray, int]:
+    r"""Drops repeated ``path_graph`` triples, keeping the first occurrence
+    (neighbour lists keep the file order); warns with the count and the
+    lines of the first repeat.
+
+    Returns the triples and the number dropped.
+    """
+    if triples.shape[0] == 0:
+        return triples, 0
+    N, R = max(len(names), 1), max(len(relation_names), 1)
+    # Fits int64 while N^2 * R < 2^63 (at Wiki-One's N = 4.8 M: R < 400 K).
+    keys = (triples[:, 0] * R + triples[:, 1]) * N + triples[:, 2]
+    kept = _first_occurrences(keys)
+    dropped = keys.size - kept.size
+    if not dropped:
+        return triples, 0
+    dup, _ = _first_repeat(keys, kept)
+    h, r, t = (names[int(triples[dup, 0])],
+               relation_names[int(triples[dup, 1])],
+               names[int(triples[dup, 2])])
+    lines = _line_numbers(path, f'{h}\t{r}\t{t}')
+    where = (f"line {lines[1]} repeats line {lines[0]}"
+             if len(lines) == 2 else 'a repeated line')
+    _warn(notes, f"{path}: dropped {dropped} duplicate background triple(s) "
+          f"(first: {where}, ({h}, {r}, {t})); the first occurrence of each "
+          f"is kept")
+    return triples[kept], dropped
 
 
 # ---------------------------------------------------------------------------
@@ -594,7 +849,9 @@ def read_fewshot_folder(
     Returns:
         The :class:`~torch_geometric.data.HeteroData` (schema of
         :mod:`pyg_fewshot.data.hetero`) and a report ``dict`` of what was
-        read and skipped.
+        read and skipped; its ``'warnings'`` lists the messages of the
+        :class:`FewShotDataWarning` issued (dropped duplicate triples,
+        ignored ``e1rel_e2.json`` keys, an empty background graph).
     """
     folder = osp.abspath(folder)
     check_raw_folder(folder)
@@ -605,12 +862,17 @@ def read_fewshot_folder(
     ent2id, names = read_ent2ids(file('ent2ids'))
     num_entities = len(names)
 
+    notes: List[str] = []  # the warnings issued, for the report
     tasks: Dict[str, List[Tuple[str, Tensor]]] = {}
     seen: Dict[str, str] = {}
     task_names: List[str] = []
+    task_pairs: List[np.ndarray] = []  # rel * N + head of every task triple
+    num_dup_tasks = 0
     for split in SPLITS:
         path = file(TASK_FILES[split])
-        rows = read_tasks(path, ent2id)
+        rows, dropped = drop_duplicate_task_triples(
+            path, read_tasks(path, ent2id), names, notes)
+        num_dup_tasks += dropped
         for rel, trip in rows:
             if rel in seen:
                 raise FewShotDataError(
@@ -621,12 +883,21 @@ def read_fewshot_folder(
                 raise FewShotDataError(
                     f"{path}: task relation '{rel}' has {trip.shape[0]} "
                     f"triple(s), fewer than the {min_triples} required")
+            task_pairs.append(len(task_names) * num_entities + trip[:, 0])
             task_names.append(rel)
         tasks[split] = [(rel, torch.from_numpy(t)) for rel, t in rows]
 
     rel2ids_path = find_file(folder, 'relation2ids')
     fixed = read_relation2ids(rel2ids_path) if rel2ids_path else None
-    bg, relation_names = read_path_graph(file('path_graph'), ent2id, fixed)
+    bg_path = file('path_graph')
+    bg, relation_names = read_path_graph(bg_path, ent2id, fixed)
+    bg, num_dup_bg = drop_duplicate_background_triples(
+        bg_path, bg, relation_names, names, notes)
+    if bg.shape[0] == 0:
+        _warn(notes, f"{bg_path}: the background graph is empty (no "
+              f"triples): models that aggregate background neighbours "
+              f"(e.g. MoEMeta) see none, and TransE pretraining has nothing "
+              f"to learn from")
 
     cand_path = file('rel2candidates.json')
     cands, num_dup = read_candidates(cand_path, ent2id, task_names)
@@ -644,14 +915,15 @@ def read_fewshot_folder(
                     f"{task_file} is not among the candidates of relation "
                     f"'{rel}'")
 
-    extra, skipped = read_e1rel_e2(file('e1rel_e2.json'), ent2id, task_names)
+    pairs = (set(np.concatenate(task_pairs).tolist())
+             if task_pairs else set())
+    extra, skipped = read_e1rel_e2(file('e1rel_e2.json'), ent2id,
+                                   task_names, task_pairs=pairs,
+                                   background=(bg, relation_names),
+                                   notes=notes)
     # The name -> id map is the largest Python object at Wiki-One size
     # (4.8 M entries): drop it before the builder's peak.
-    del ent2id
-    if skipped:
-        logger.warning(
-            "%s: %d key(s) end with no task relation of this dataset and "
-            "were ignored", file('e1rel_e2.json'), skipped)
+    del ent2id, pairs
 
     emb = None
     emb_path = find_embedding_file(folder) if load_embeddings else None
@@ -679,7 +951,10 @@ def read_fewshot_folder(
         'num_e1rel_e2_triples': int(extra.shape[0]),
         'num_e1rel_e2_keys_ignored': skipped,
         'num_duplicate_candidates_dropped': num_dup,
+        'num_duplicate_task_triples_dropped': num_dup_tasks,
+        'num_duplicate_background_triples_dropped': num_dup_bg,
         'embedding_file': osp.basename(emb_path) if emb_path else None,
+        'warnings': notes,
     }
     return data, report
 

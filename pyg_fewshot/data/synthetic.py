@@ -35,6 +35,7 @@ a Zipf law. All triples of a relation are distinct.
 import hashlib
 import json
 import os.path as osp
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -415,9 +416,18 @@ class SyntheticFewShotDataset(InMemoryDataset):
         self.kwargs = kwargs
         super().__init__(root, transform, pre_transform,
                          force_reload=force_reload)
-        self.load(self.processed_paths[0], data_cls=HeteroData)
-        from .dataset import unpack_names
-        unpack_names(self._data)
+        from .dataset import load_hetero
+        path = self.processed_paths[0]
+        try:
+            self.data = load_hetero(path)
+        except Exception as e:  # tampered or truncated: regenerate it
+            # Never fall back to an unsafe load (PyG's loader retries with
+            # weights_only=False, which runs whatever the file pickles).
+            warnings.warn(f"Unreadable processed file '{path}' "
+                          f"({type(e).__name__}: {e}); generating the graph "
+                          f"again")
+            self.process()
+            self.data = load_hetero(path)
 
     @property
     def raw_file_names(self) -> List[str]:

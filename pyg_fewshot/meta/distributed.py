@@ -21,14 +21,27 @@ Processes are started by ``torchrun`` (which sets ``RANK``,
 :func:`launch` (behind ``pyg-fewshot train --nproc N``); gloo is used on
 CPU and NCCL on GPUs.
 """
+import contextlib
+import ctypes
+import ctypes.util
 import os
+import pickle
+import shutil
+import signal
 import socket
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+import sys
+import tempfile
+import threading
+import time
+from typing import (Any, Callable, ContextManager, Dict, List, Optional,
+                    Sequence, Tuple)
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from .._io import run_lock
 
 ENV_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -98,6 +111,17 @@ def init_distributed(backend: Optional[str] = None,
                 f"{', '.join(missing)}")
         dist.init_process_group(backend or ('nccl' if use_cuda else 'gloo'))
     return dist.get_rank(), dist.get_world_size(), dev
+
+
+def writer_lock(folder: str) -> ContextManager[Any]:
+    r"""The lock of the run folder ``folder``
+    (:func:`pyg_fewshot._io.run_lock`) on the job's rank 0, its only
+    writer, and a no-op on the other ranks. The rank is read from the
+    environment, so the lock can be taken before the process group is
+    joined."""
+    if int(os.environ.get('RANK', '0')) != 0:
+        return contextlib.nullcontext()
+    return run_lock(folder)
 
 
 def cleanup() -> None:
@@ -272,15 +296,81 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _watch_parent(parent: int, interval: float = 1.0) -> None:
+    # Polling fallback where prctl is missing (or where the parent's thread
+    # that started us exits while the parent lives on).
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def die_with_parent(parent: int) -> None:
+    r"""Makes this process end (``SIGTERM``) when its parent ``parent``
+    does, however the parent ends (even ``SIGKILL``): a launcher's workers
+    must never outlive it, training on and writing checkpoints into a run
+    folder that a new job may be using.
+
+    On Linux the kernel sends the signal (``prctl(PR_SET_PDEATHSIG)``);
+    everywhere a daemon thread also checks every second that the parent is
+    alive. If the parent is already gone, the process ends at once.
+    """
+    # torch's spawn wrapper asks for SIGINT, which a launcher started in
+    # the background (SIGINT ignored, and inherited so) never delivers.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith('linux'):
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6',
+                           use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f'prctl(PR_SET_PDEATHSIG): {os.strerror(err)}')
+    # The parent may have died before prctl took effect: we would then have
+    # been reparented already and no signal would ever come.
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=_watch_parent, args=(parent, ), daemon=True,
+                     name='pyg_fewshot-parent-watch').start()
+
+
 def _worker(local_rank: int, fn: Callable[..., Any], args: Tuple[Any, ...],
             nproc: int, env: Dict[str, str]) -> None:
+    die_with_parent(int(env['PYG_FEWSHOT_LAUNCHER_PID']))
     os.environ.update(env)
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank),
                       WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc))
     # torch read OMP_NUM_THREADS when this interpreter imported it, which
     # may have been before the variable was set: apply it explicitly.
     torch.set_num_threads(int(env['OMP_NUM_THREADS']))
-    fn(*args)
+    try:
+        fn(*args)
+    except Exception as e:
+        # torch passes only the traceback text on; keep the exception
+        # itself so that the launcher raises what the worker raised.
+        path = os.path.join(env['PYG_FEWSHOT_ERROR_DIR'], f'{local_rank}.pkl')
+        with contextlib.suppress(Exception), open(path, 'wb') as f:
+            pickle.dump(e, f)
+        raise
+
+
+def _worker_error(folder: str, rank: int) -> Optional[BaseException]:
+    with contextlib.suppress(Exception), open(
+            os.path.join(folder, f'{rank}.pkl'), 'rb') as f:
+        return pickle.load(f)
+    return None
+
+
+def _stop(processes: List[Any], grace: float = 5.0) -> None:
+    for p in processes:
+        if p.is_alive():
+            p.terminate()  # SIGTERM, whose default action die_with_parent set
+    deadline = time.monotonic() + grace
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def launch(fn: Callable[..., Any], nproc: int,
@@ -289,7 +379,12 @@ def launch(fn: Callable[..., Any], nproc: int,
     up as ``torchrun --nproc-per-node nproc`` would (the environment
     variables of :data:`ENV_VARS`, a free local port, and
     ``OMP_NUM_THREADS=1`` unless it is set), and waits for all of them; an
-    exception in any process is raised here.
+    exception in any process is raised here (the worker's own exception
+    where it can be pickled, else
+    :class:`torch.multiprocessing.ProcessRaisedException`). The processes
+    end with the launcher, however it ends: they are stopped when it is
+    interrupted (``KeyboardInterrupt``) and signalled by the kernel when it
+    is killed (see :func:`die_with_parent`).
 
     Args:
         fn (callable): A picklable (module-level) function; it calls
@@ -299,7 +394,10 @@ def launch(fn: Callable[..., Any], nproc: int,
     """
     if nproc < 1:
         raise ValueError(f"'nproc' must be at least 1 (got {nproc})")
-    env = {'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(_free_port())}
+    errors = tempfile.mkdtemp(prefix='pyg_fewshot_launch_')
+    env = {'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(_free_port()),
+           'PYG_FEWSHOT_LAUNCHER_PID': str(os.getpid()),
+           'PYG_FEWSHOT_ERROR_DIR': errors}
     # torchrun's default: several processes each running a full OpenMP
     # team would oversubscribe the cores.
     env['OMP_NUM_THREADS'] = os.environ.get('OMP_NUM_THREADS', '1')
@@ -308,10 +406,24 @@ def launch(fn: Callable[..., Any], nproc: int,
     saved = os.environ.get('OMP_NUM_THREADS')
     os.environ['OMP_NUM_THREADS'] = env['OMP_NUM_THREADS']
     try:
-        torch.multiprocessing.start_processes(
-            _worker, args=(fn, args, nproc, env), nprocs=nproc, join=True,
+        context = torch.multiprocessing.start_processes(
+            _worker, args=(fn, args, nproc, env), nprocs=nproc, join=False,
             start_method='spawn')
+        try:
+            while not context.join():
+                pass
+        except BaseException:
+            # Ctrl-C or an error here: without this the interpreter's exit
+            # would wait for the workers to finish training.
+            _stop(context.processes)
+            raise
+    except torch.multiprocessing.ProcessRaisedException as e:
+        error = _worker_error(errors, e.error_index)
+        if error is None:
+            raise
+        raise error from e
     finally:
+        shutil.rmtree(errors, ignore_errors=True)
         if saved is None:
             del os.environ['OMP_NUM_THREADS']
         else:

@@ -1,4 +1,5 @@
 r"""The bi-level (inner / outer loop) meta-learning engine."""
+import math
 from typing import Dict, Mapping, Optional, Tuple, Union
 
 import torch
@@ -62,12 +63,12 @@ class MetaLearner:
         model (FewShotModel): The model.
         inner_steps (int, optional): Inner-loop steps. (default: :obj:`1`)
         inner_lr (float or Dict[str, float], optional): Inner step size
-            :math:`\beta`; the model's :attr:`default_inner_lr` if
+            :math:`\beta \geq 0`; the model's :attr:`default_inner_lr` if
             :obj:`None` (5.0 for MetaR, 0.05 for MoEMeta). A dict gives each
             local parameter its own step (*e.g.* ``{'rel': 5.0, 'p_h':
             0.05, ...}``); its ``'*'`` entry, if any, serves the keys it
             does not name. (default: :obj:`None`)
-        margin (float, optional): Margin of the ranking loss.
+        margin (float, optional): Margin of the ranking loss, at least 0.
             (default: :obj:`1.0`)
         first_order (bool, optional): Treat inner gradients as constants.
             (default: :obj:`True`)
@@ -81,6 +82,11 @@ class MetaLearner:
                  published_quirks: bool = False) -> None:
         if inner_steps < 0:
             raise ValueError(f"'inner_steps' must be >= 0 (got {inner_steps})")
+        # A negative margin rewards ranking negatives above positives (NaN
+        # fails the comparison too).
+        if not 0 <= margin < math.inf:
+            raise ValueError(f"'margin' must be a non-negative number (got "
+                             f"{margin})")
         self.model = model
         self.inner_steps = inner_steps
         self.inner_lr = (model.default_inner_lr
@@ -101,6 +107,10 @@ class MetaLearner:
                 '*', 0.0))) for k in keys}
         else:
             self._steps = {k: float(self.inner_lr) for k in keys}
+        # A negative step ascends the support loss.
+        if not all(0 <= step < math.inf for step in self._steps.values()):
+            raise ValueError(f"'inner_lr' must be a non-negative number or "
+                             f"a dict of them (got {self.inner_lr})")
         self.margin = margin
         self.first_order = first_order
         self.published_quirks = published_quirks

@@ -1,5 +1,6 @@
 r"""The meta-training loop: optimisation, periodic validation, early
 stopping, atomic checkpoints and resumption."""
+import contextlib
 import math
 import os
 import time
@@ -8,14 +9,17 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from tqdm.auto import tqdm
 
+from .._io import remove_stale_tmp, run_lock
+from ..data.fingerprint import data_fingerprint
 from ..data.sampler import EpisodeSampler
 from . import distributed as dist_utils
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_config, load_checkpoint, save_checkpoint
 from .learner import MetaLearner
 from .optim import LazySparseAdam
 
 LAST = 'last.pt'
 BEST = 'best.pt'
+RESULTS = 'results.json'
 
 
 def _fused_adam_supported(params: List[torch.nn.Parameter]) -> bool:
@@ -54,6 +58,19 @@ class MetaTrainer:
     ``patience`` validations without improvement or at ``max_steps``, and
     resumes from ``last.pt`` when one exists.
 
+    A run resumes only with the configuration it was started with: every
+    checkpoint stores ``config`` and the
+    :func:`~pyg_fewshot.data.fingerprint.data_fingerprint` of the sampler's
+    KG (under ``'config'``), and :meth:`fit` raises
+    :class:`~pyg_fewshot.meta.checkpoint.ConfigMismatchError` on any
+    difference. ``max_steps`` is deliberately not part of it: raising it
+    extends a finished run. While :meth:`fit` runs, rank 0 holds the lock of
+    ``output_dir`` (:func:`~pyg_fewshot._io.run_lock`), so a second writer
+    fails at once; on start it removes the temporary files of a write that
+    was killed, and a run that does not resume removes the previous run's
+    ``last.pt``, ``best.pt`` and ``results.json``, so its files never mix
+    with the new run's.
+
     Args:
         learner (MetaLearner): Inner loop and outer objective.
         sampler (EpisodeSampler): Training episodes.
@@ -85,6 +102,15 @@ class MetaTrainer:
             computed for them). (default: :obj:`None`)
         metadata (dict, optional): Plain values stored in every checkpoint
             (model name and config, dataset, shots ...).
+        config (dict, optional): The plain values of every setting that
+            affects training (model and its arguments, learner, shots, seed,
+            batch size, learning rates, ...); a checkpoint resumes only
+            under an equal one. It is stored, with ``'data_fingerprint'``
+            added, under ``'config'`` in every checkpoint.
+        keep_eval_mode (bool, optional): Reproduce the published MetaR and
+            MoEMeta code's third quirk: after the first validation the model
+            stays in evaluation mode, so training goes on without dropout
+            (and with batch norm frozen). (default: :obj:`False`)
         progress (bool, optional): Show a tqdm bar. (default: :obj:`True`)
     """
     def __init__(self, learner: MetaLearner, sampler: EpisodeSampler,
@@ -97,7 +123,20 @@ class MetaTrainer:
                  amp: bool = False, sparse_optimizer: str = 'lazy_adam',
                  sparse_lr: Optional[float] = None,
                  metadata: Optional[Dict[str, Any]] = None,
+                 config: Optional[Dict[str, Any]] = None,
+                 keep_eval_mode: bool = False,
                  progress: bool = True) -> None:
+        # Rejected here rather than failing late (ZeroDivisionError at the
+        # first step, no best.pt after 0 steps) or training the wrong way (a
+        # negative rate or clip norm ascends the loss). NaN fails `0 < x`;
+        # only patience may be infinite (no early stopping).
+        for name, value in (('lr', lr), ('max_steps', max_steps),
+                            ('eval_every', eval_every), ('patience', patience),
+                            ('grad_clip', grad_clip)):
+            if value is not None and not 0 < value < math.inf and not (
+                    name == 'patience' and value == math.inf):
+                raise ValueError(f"'{name}' must be a positive number (got "
+                                 f"{value})")
         if lr_schedule not in ('constant', 'cosine'):
             raise ValueError(f"Unknown lr_schedule '{lr_schedule}': expected "
                              f"'constant' or 'cosine'")
@@ -115,8 +154,14 @@ class MetaTrainer:
         self.eval_every = eval_every
         self.patience = patience
         self.grad_clip = grad_clip
+        self.keep_eval_mode = keep_eval_mode
         self.amp = amp
         self.metadata = dict(metadata or {})
+        self.config = dict(config or {})
+        # Ties every checkpoint to the KG it was trained on (a sampler
+        # without a KG, e.g. a test double, records none).
+        if getattr(sampler, 'data', None) is not None:
+            self.config['data_fingerprint'] = data_fingerprint(sampler.data)
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
         self.progress = progress and self.rank == 0
@@ -168,6 +213,7 @@ class MetaTrainer:
     def state_dict(self) -> Dict[str, Any]:
         return {
             'metadata': self.metadata,
+            'config': self.config,
             'model_state': self.model.state_dict(),
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
@@ -211,10 +257,19 @@ class MetaTrainer:
                     'history', 'train_seconds'):
             setattr(self, key, state[key])
 
+    def _start_afresh(self) -> None:
+        # A stale best.pt would otherwise be what load_best() and
+        # 'pyg-fewshot evaluate' read until this run's first validation.
+        if self.rank != 0:
+            return
+        for name in (LAST, BEST, RESULTS):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.output_dir, name))
+
     def _save_best(self) -> None:
         if self.rank != 0:
             return
-        save_checkpoint({'metadata': self.metadata,
+        save_checkpoint({'metadata': self.metadata, 'config': self.config,
                          'model_state': self.model.state_dict(),
                          'step': self.step, 'best_score': self.best_score},
                         os.path.join(self.output_dir, BEST))
@@ -222,7 +277,9 @@ class MetaTrainer:
     # Loop ------------------------------------------------------------------
     def train_step(self) -> Dict[str, float]:
         r"""One meta-training step; returns the detached losses."""
-        self.model.train()
+        # ``keep_eval_mode``: the published code validates with
+        # model.eval() and never calls model.train() again.
+        self.model.train(not (self.keep_eval_mode and self.history))
         ep = self.sampler.sample().to(self.dense_params[0].device)
         device_type = self.dense_params[0].device.type
         with torch.autocast(device_type, dtype=torch.bfloat16,
@@ -285,11 +342,32 @@ class MetaTrainer:
     def fit(self, resume: bool = True) -> Dict[str, Any]:
         r"""Trains until early stopping or ``max_steps``; returns a summary
         (``steps``, ``best_step``, ``best_score``, ``train_seconds``,
-        ``history``, ``stopped_early``)."""
+        ``history``, ``stopped_early``).
+
+        Args:
+            resume (bool, optional): Continue from ``output_dir/last.pt`` if
+                there is one (it must have been written with this
+                trainer's configuration); otherwise the previous run's
+                files in ``output_dir`` are removed and training starts
+                afresh. (default: :obj:`True`)
+        """
         os.makedirs(self.output_dir, exist_ok=True)
+        # Only rank 0 writes; the lock keeps any other job out meanwhile.
+        with run_lock(self.output_dir) if self.rank == 0 else (
+                contextlib.nullcontext()):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> Dict[str, Any]:
         last = os.path.join(self.output_dir, LAST)
+        if self.rank == 0:
+            # Left by a process killed mid-write; nobody else writes here.
+            remove_stale_tmp(self.output_dir)
         if resume and os.path.isfile(last):
-            self.load_state_dict(load_checkpoint(last))
+            state = load_checkpoint(last)
+            check_config(state, self.config, last)
+            self.load_state_dict(state)
+        else:
+            self._start_afresh()
         stopped_early = False
         bar = tqdm(total=self.max_steps, initial=self.step,
                    disable=not self.progress, desc='meta-train')

@@ -178,9 +178,9 @@ def test_ent2ids_chunked_parse(tmp_path, chunk):
         path.write_text(text, encoding='utf-8')
         ent2id, got = read_ent2ids(str(path), chunk_chars=chunk)
         assert ent2id == obj and list(ent2id) == names and got == names
-    # A duplicate key: the later id wins, as with json.load.
+    # A duplicate key is rejected (json.load would keep the later id).
     path.write_text('{"a": 0, "b": 1, "a": 1}')
-    with pytest.raises(FewShotDataError, match="id 1 is used by several"):
+    with pytest.raises(FewShotDataError, match="duplicate key 'a'"):
         read_ent2ids(str(path), chunk_chars=chunk)
     # Errors name the line and column of the whole file.
     path.write_text('{"a": 0,\n "b": 1,\n "c" 2}')

@@ -162,3 +162,37 @@ def test_mixed_precision_trains(tiny_data, tmp_path, name, kw):
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
     assert any(not torch.equal(before[k], v)
                for k, v in model.named_parameters())
+
+
+def test_keep_eval_mode_turns_dropout_off_after_first_validation(tiny_data,
+                                                                 tmp_path):
+    modes = {}
+    trainers = {}
+    for keep in (False, True):
+        trainer = make_trainer(tiny_data, tmp_path / str(keep), 6,
+                               keep_eval_mode=keep)
+        step = trainer.train_step
+        seen = []
+
+        def recording_step(step=step, seen=seen, trainer=trainer):
+            out = step()
+            seen.append(trainer.model.training)
+            return out
+
+        trainer.train_step = recording_step
+        trainer.fit()
+        modes[keep], trainers[keep] = seen, trainer
+    # eval_every=2: the published quirk trains in eval mode from step 3 on.
+    assert modes[False] == [True] * 6
+    assert modes[True] == [True, True, False, False, False, False]
+    # Identical until the first validation, different afterwards (dropout).
+    short = []
+    for keep in (False, True):
+        short.append(make_trainer(tiny_data, tmp_path / f'short{keep}', 2,
+                                  keep_eval_mode=keep))
+        short[-1].fit()
+    for p, q in zip(short[0].model.parameters(), short[1].model.parameters()):
+        assert torch.equal(p, q)
+    a = dict(trainers[False].model.named_parameters())
+    b = dict(trainers[True].model.named_parameters())
+    assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,134 @@
+"""Item 9: every split is checked for ``--shots`` (and for having task
+relations at all) before any training or evaluation, so bad data fails in
+seconds with one line instead of after a whole training run."""
+import os
+
+import pytest
+import torch
+
+from pyg_fewshot.cli.main import main
+from pyg_fewshot.data.hetero import build_fewshot_data
+from pyg_fewshot.data.writer import write_fewshot_folder
+
+FAST = ['--max-steps', '2', '--eval-every', '1', '--batch-size', '8',
+        '--dim', '8', '--quiet', '--model-arg', 'hidden_channels=(8,)']
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
+    monkeypatch.delenv('PYG_FEWSHOT_DEBUG', raising=False)
+
+
+def run_cli(argv, capsys):
+    r"""``(exit status, stdout, stderr)`` of ``pyg-fewshot ARGV``."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_dataset(folder, dev_triples=12, test_triples=12, num_entities=40):
+    r"""A tiny dataset in the standard layout: four train relations of 12
+    triples, one dev and one test relation of the given sizes (0: the
+    split is empty, ``{}`` in its tasks file)."""
+    g = torch.Generator().manual_seed(0)
+    N = num_entities
+
+    def pairs(offset, n):
+        h = torch.randperm(N, generator=g)[:n]
+        return torch.stack([h, (h + offset) % N], 1)
+
+    bg = []
+    for r in range(3):
+        t = pairs(2 * r + 1, N // 2)
+        bg.append(torch.stack([t[:, 0], torch.full((t.size(0), ), r),
+                               t[:, 1]], 1))
+    tasks = {
+        'train': [(f'train{i}', pairs(3 + i, 12)) for i in range(4)],
+        'dev': [('dev0', pairs(11, dev_triples))] if dev_triples else [],
+        'test': [('test0', pairs(13, test_triples))] if test_triples else [],
+    }
+    cands = {name: torch.arange(N) for s in tasks.values() for name, _ in s}
+    write_fewshot_folder(build_fewshot_data(N, torch.cat(bg),
+                                            ['bg0', 'bg1', 'bg2'], tasks,
+                                            cands), str(folder))
+    return str(folder)
+
+
+def files_under(folder):
+    return [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
+
+
+def assert_fails_before_training(code, err, out_dir, message):
+    assert code == 2
+    assert err.splitlines() == [message]
+    assert 'Traceback' not in err
+    # Rejected before any checkpoint or results file (the run folder's lock
+    # may have created the folder itself).
+    assert files_under(out_dir) == []
+
+
+def test_dev_relation_too_small_for_shots(tmp_path, capsys):
+    data = write_dataset(tmp_path / 'data', dev_triples=3)
+    out = str(tmp_path / 'run')
+    code, _, err = run_cli(['train', '--model', 'metar', '--dataset', data,
+                            '--shots', '3', '--output', out] + FAST, capsys)
+    assert_fails_before_training(
+        code, err, out, "pyg-fewshot train: error: 1 task relation(s) have "
+        "fewer than 4 triples, too few for 3-shot episodes (K support + 1 "
+        "query): 'dev0' (dev, 3 triple(s))")
+
+
+def test_test_relation_too_small_for_shots(tmp_path, capsys):
+    data = write_dataset(tmp_path / 'data', test_triples=2)
+    out = str(tmp_path / 'run')
+    code, _, err = run_cli(['train', '--model', 'metar', '--dataset', data,
+                            '--shots', '3', '--output', out] + FAST, capsys)
+    assert_fails_before_training(
+        code, err, out, "pyg-fewshot train: error: 1 task relation(s) have "
+        "fewer than 4 triples, too few for 3-shot episodes (K support + 1 "
+        "query): 'test0' (test, 2 triple(s))")
+
+
+def test_empty_dev_tasks(tmp_path, capsys):
+    data = write_dataset(tmp_path / 'data', dev_triples=0)
+    with open(os.path.join(data, 'dev_tasks.json')) as f:
+        assert f.read().strip() == '{}'
+    out = str(tmp_path / 'run')
+    code, _, err = run_cli(['train', '--model', 'metar', '--dataset', data,
+                            '--output', out] + FAST, capsys)
+    assert_fails_before_training(
+        code, err, out, 'pyg-fewshot train: error: The dev split has no '
+        'task relations (dev_tasks.json is empty); at least one is needed '
+        'to pick the best checkpoint on')
+
+
+def test_empty_test_tasks(tmp_path, capsys):
+    data = write_dataset(tmp_path / 'data', test_triples=0)
+    out = str(tmp_path / 'run')
+    code, _, err = run_cli(['train', '--model', 'metar', '--dataset', data,
+                            '--output', out] + FAST, capsys)
+    assert_fails_before_training(
+        code, err, out, 'pyg-fewshot train: error: The test split has no '
+        'task relations (test_tasks.json is empty); at least one is needed '
+        'to report test metrics on')
+
+
+def test_evaluate_shots_too_many_for_split(tmp_path, capsys):
+    data = write_dataset(tmp_path / 'data', test_triples=6)
+    run = str(tmp_path / 'run')
+    assert run_cli(['train', '--model', 'metar', '--dataset', data,
+                    '--output', run] + FAST, capsys)[0] == 0
+    metrics = str(tmp_path / 'metrics.json')
+    code, out, err = run_cli(['evaluate', '--checkpoint', run, '--shots',
+                              '6', '--output', metrics], capsys)
+    assert code == 2 and out == ''
+    assert err.splitlines() == [
+        "pyg-fewshot evaluate: error: 1 task relation(s) have fewer than 7 "
+        "triples, too few for 6-shot episodes (K support + 1 query): "
+        "'test0' (test, 6 triple(s))"]
+    assert not os.path.exists(metrics)
