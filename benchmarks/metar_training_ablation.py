@@ -96,6 +96,7 @@ VARIANTS: Dict[str, dict] = {
         inner_lr=5.0, support_weight=1.0, norm='published'),
     '(2) + batch norm per channel': dict(
         inner_lr=5.0, support_weight=1.0, norm='batch_norm'),
+    'batch norm per channel': dict(inner_lr=5.0, norm='batch_norm'),
     '(1)+(2) + published norm layers': dict(
         inner_lr=5.0, published=True, norm='published'),
     '(1)+(2)+(3) + published norm layers': dict(
@@ -114,6 +115,11 @@ def run_one(name: str, seed: int, args) -> dict:
     torch.manual_seed(seed)
     dataset = load_dataset(args.dataset)
     data = dataset[0]
+    if args.pretrain:
+        # As `pyg-fewshot train --pretrain`: TransE vectors of the
+        # background graph, scaled to a mean row norm of 1.
+        ent, _ = dataset.pretrained_embeddings(dim=100)
+        data['entity'].emb = ent / ent.norm(dim=1).mean().clamp(min=1e-12)
     model = build_model('metar', data)
     norm = spec.pop('norm', None)
     if norm == 'published':
@@ -175,11 +181,16 @@ def main() -> None:
     parser.add_argument('--max-steps', type=int, default=1000)
     parser.add_argument('--eval-every', type=int, default=200)
     parser.add_argument('--batch-size', type=int, default=1024)
+    parser.add_argument('--pretrain', action='store_true',
+                        help='start from TransE vectors of the background '
+                        'graph (as pyg-fewshot train --pretrain)')
     parser.add_argument('--variants', nargs='+', default=list(VARIANTS))
     parser.add_argument('--runs-dir', default='runs/metar_ablation')
     parser.add_argument('--output', default=None)
     args = parser.parse_args()
-    lines = [f'MetaR training ablation on {args.dataset}, {args.shots}-shot: '
+    start = 'TransE-pretrained' if args.pretrain else 'random'
+    lines = [f'MetaR training ablation on {args.dataset} ({start} initial '
+             f'vectors), {args.shots}-shot: '
              f'{args.max_steps} steps of B = {args.batch_size}, dev MRR '
              f'every {args.eval_every} steps, seeds {args.seeds}; '
              f'{machine()}.', '',
