@@ -41,7 +41,7 @@ def test_shapes_determinism_and_rng(data):
 
 def test_training_separates_true_from_corrupted(data):
     ent, rel = pretrain_transe(data, dim=32, epochs=40, batch_size=128,
-                               lr=0.02, progress=False)
+                               lr=0.02, holdout=0.0, progress=False)
     h, t = data.bg_edge_index
     r = data.bg_edge_type
     g = torch.Generator().manual_seed(0)
@@ -85,8 +85,9 @@ def test_cache_reuse_and_keys(data, tmp_path, monkeypatch):
     cache = str(tmp_path / 'cache')
     ent, rel = load_or_pretrain(data, cache, dim=8, epochs=2,
                                 batch_size=512, progress=False)
-    files = os.listdir(cache)
-    assert len(files) == 1 and files[0].startswith('transe-')
+    files = sorted(os.listdir(cache))  # the vectors and their record
+    assert len(files) == 2 and files[0].startswith('transe-')
+    assert files[0].endswith('.json') and files[1].endswith('.pt')
 
     def boom(*args, **kwargs):
         raise AssertionError('trained again')
@@ -108,7 +109,7 @@ def test_cache_reuse_and_keys(data, tmp_path, monkeypatch):
         load_or_pretrain(other, cache, dim=8, epochs=2, batch_size=512)
     monkeypatch.undo()
     # A corrupt cache file is trained again and replaced atomically.
-    path = os.path.join(cache, files[0])
+    path = os.path.join(cache, files[1])
     with open(path, 'wb') as f:
         f.write(b'garbage')
     with pytest.warns(UserWarning, match='unreadable cache'):
@@ -123,7 +124,7 @@ def test_dataset_pretrained_embeddings(tiny_folder, tmp_path):
     ent, rel = ds.pretrained_embeddings(dim=4, epochs=2, progress=False)
     assert ent.shape == (10, 4) and rel.shape == (2, 4)
     cached = [f for f in os.listdir(ds.processed_dir)
-              if f.startswith('transe-')]
+              if f.startswith('transe-') and f.endswith('.pt')]
     assert len(cached) == 1
     again, _ = ds.pretrained_embeddings(dim=4, epochs=2, progress=False)
     assert torch.equal(ent, again)

@@ -124,7 +124,7 @@ def test_structure_is_learnable():
                           triples_per_relation=30, num_clusters=10,
                           noise=0.0, category_probs=(0, 0, 0, 1), seed=0)
     ent, _ = pretrain_transe(data, dim=16, epochs=30, batch_size=1024,
-                             lr=0.1, progress=False)
+                             lr=0.1, holdout=0.0, progress=False)
     learned = _mrr(data, ent)
     random = _mrr(data, torch.randn(200, 16,
                                     generator=torch.Generator().manual_seed(0)))
