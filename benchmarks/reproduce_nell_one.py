@@ -74,6 +74,13 @@ for _name in ('metar', 'moemeta-noagg-noproj', 'moemeta-transe-sd50'):
     CONFIGS[_name + '-quirks'] = CONFIGS[_name] + ['--published-quirks']
 
 
+# The hybrid setting (GANA, NP-FKGC): pretrained vectors *and* every
+# background relation with more than 10 triples and 10 candidates as an
+# extra training task (data/background.py).
+for _name in ('metar', 'moemeta-transe-sd50'):
+    CONFIGS[_name + '-bgtasks'] = CONFIGS[_name] + ['--background-tasks']
+
+
 def run_threads(rows) -> str:
     # The runs may have been made by other processes than this summary
     # (finished run folders are reused), so their own record counts.
