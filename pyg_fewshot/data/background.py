@@ -160,7 +160,6 @@ def widen_single_candidates(data: HeteroData, ptr: Tensor,
     single = (sizes == 1).nonzero().view(-1)
     if single.numel() == 0:
         return ptr, idx
-    N = int(data[ENTITY].num_nodes)
     single_tail = idx[ptr[single]]
 
     # Only triples that end in one of the single tails matter: restrict to

@@ -6,29 +6,15 @@ import os
 import pytest
 import torch
 
-from pyg_fewshot.cli.main import main
 from pyg_fewshot.data.hetero import build_fewshot_data
 from pyg_fewshot.data.writer import write_fewshot_folder
+from _cli import files_under, run_cli
 
 FAST = ['--max-steps', '2', '--eval-every', '1', '--batch-size', '8',
         '--dim', '8', '--quiet', '--model-arg', 'hidden_channels=(8,)']
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
-    monkeypatch.delenv('PYG_FEWSHOT_DEBUG', raising=False)
-
-
-def run_cli(argv, capsys):
-    r"""``(exit status, stdout, stderr)`` of ``pyg-fewshot ARGV``."""
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures('cli_cache')
 
 
 def write_dataset(folder, dev_triples=12, test_triples=12, num_entities=40):
@@ -57,10 +43,6 @@ def write_dataset(folder, dev_triples=12, test_triples=12, num_entities=40):
                                             ['bg0', 'bg1', 'bg2'], tasks,
                                             cands), str(folder))
     return str(folder)
-
-
-def files_under(folder):
-    return [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
 
 
 def assert_fails_before_training(code, err, out_dir, message):

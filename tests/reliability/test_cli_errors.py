@@ -16,30 +16,13 @@ from pyg_fewshot.data import load_dataset
 from pyg_fewshot.data.hetero import build_fewshot_data
 from pyg_fewshot.data.writer import write_fewshot_folder
 from pyg_fewshot.meta import MetaLearner, load_checkpoint
+from _cli import files_under, run_cli
 
 FAST = ['--max-steps', '2', '--eval-every', '1', '--batch-size', '8',
         '--dim', '8', '--quiet']
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
-    monkeypatch.delenv('PYG_FEWSHOT_DEBUG', raising=False)
-
-
-def run_cli(argv, capsys):
-    r"""``(exit status, stdout, stderr)`` of ``pyg-fewshot ARGV``."""
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def files_under(folder):
-    return [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
+pytestmark = pytest.mark.usefixtures('cli_cache')
 
 
 def write_dataset(folder, num_entities=40):

@@ -6,31 +6,13 @@ import os
 
 import pytest
 
-from pyg_fewshot.cli.main import main
 from pyg_fewshot.data.sampler import EpisodeSampler
 from pyg_fewshot.meta import MetaLearner, MetaTrainer
 from pyg_fewshot.models import MetaR
+from _cli import files_under, run_cli
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
-    monkeypatch.delenv('PYG_FEWSHOT_DEBUG', raising=False)
-
-
-def run_cli(argv, capsys):
-    r"""``(exit status, stdout, stderr)`` of ``pyg-fewshot ARGV``."""
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def files_under(folder):
-    return [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
+pytestmark = pytest.mark.usefixtures('cli_cache')
 
 
 # argparse reports these: its usage, then the one line naming the option.
