@@ -12,6 +12,7 @@ import torch.distributed as dist
 
 from pyg_fewshot.cli.main import main
 from pyg_fewshot.meta import MetaTrainer, load_checkpoint
+from _proc import alive, children
 
 STEPS = 100
 ARGS = ['--model', 'metar', '--max-steps', str(STEPS), '--eval-every', '10',
@@ -38,28 +39,6 @@ def without_timings(results):
 
 def read_results(out):
     return without_timings(json.loads((out / 'results.json').read_text()))
-
-
-def alive(pid):
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
-
-
-def children(pid):
-    out = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open(f'/proc/{entry}/stat') as f:
-                    fields = f.read().rsplit(')', 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != 'Z':
-                out.append(int(entry))
-    return out
 
 
 def kill_after_first_checkpoint(cmd, out, env):

@@ -12,6 +12,7 @@ import torch.distributed as dist
 from pyg_fewshot._io import FolderLockedError
 from pyg_fewshot.cli.main import main
 from pyg_fewshot.meta.checkpoint import ConfigMismatchError
+from _proc import alive, children
 
 linux_only = pytest.mark.skipif(not os.path.isdir('/proc/self'),
                                 reason='reads the process table in /proc')
@@ -28,30 +29,6 @@ def subprocess_env(cache):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYG_FEWSHOT_HOME=str(cache))
     env.pop('WORLD_SIZE', None)
     return env
-
-
-def children(pid):
-    r"""The ids of the live processes whose parent is ``pid``."""
-    out = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open(f'/proc/{entry}/stat') as f:
-                    fields = f.read().rsplit(')', 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != 'Z':
-                out.append(int(entry))
-    return out
-
-
-def alive(pid):
-    r"""Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
 
 
 def wait_for(condition, timeout, what):
