@@ -49,7 +49,7 @@ from pyg_fewshot.nn import (
     SparseMoERelationMeta,
     diversity_loss,
 )
-from pyg_fewshot.nn._dispatch import csr_gather
+from pyg_fewshot.ops import csr_gather
 
 Case = Tuple[torch.nn.Module, Callable[..., torch.Tensor], tuple]
 

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from _common import interleaved_medians, load_average, machine, write_output
-from pyg_fewshot._index import unique_ids
+from pyg_fewshot.ops import unique_ids
 from pyg_fewshot.meta import LazySparseAdam
-from pyg_fewshot.nn._dispatch import (csr_weighted_sum, relu_pair_messages,
+from pyg_fewshot.ops import (csr_weighted_sum, relu_pair_messages,
                                       translational_distance)
 
 N, D = 68544, 100

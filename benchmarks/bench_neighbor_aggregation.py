@@ -65,7 +65,7 @@ from torch.utils._pytree import tree_flatten
 from torch_geometric.index import index2ptr
 
 from pyg_fewshot.nn import AttentiveNeighborAggregator
-from pyg_fewshot.nn._dispatch import csr_gather, unique_pairs
+from pyg_fewshot.ops import csr_gather, unique_pairs
 
 CAP = 50
 

@@ -76,7 +76,7 @@ def reachable_rows(data, split: str) -> int:
     import torch
 
     from pyg_fewshot.data.hetero import split_relations
-    from pyg_fewshot.nn._dispatch import csr_gather
+    from pyg_fewshot.ops import csr_gather
     parts = []
     for r in split_relations(data, split).tolist():
         for ptr, values in ((data.task_ptr, data.task_triples),

@@ -62,7 +62,7 @@ from _common import REFERENCE_KERNEL_MS, load_average, machine, \
 from pyg_fewshot.data import BackgroundTasks, EpisodeSampler, load_dataset
 from pyg_fewshot.meta import MetaLearner, MetaTrainer
 from pyg_fewshot.models import build_model
-from pyg_fewshot.nn._dispatch import csr_gather, unique_pairs
+from pyg_fewshot.ops import csr_gather, unique_pairs
 
 PUBLISHED_TASKS_PER_S = 6800  # published MoEMeta code, 1-shot, this machine
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._index import unique_ids
+from ..ops import unique_ids
 from ..data.sampler import Episode
 from ..models.base import FewShotModel, Local
 

@@ -6,7 +6,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .._index import unique_ids
+from ..ops import unique_ids
 
 #: Moment buffers start with room for this many rows.
 _MIN_CAPACITY = 1024
@@ -17,7 +17,7 @@ def _coalesced_rows(grad: Tensor) -> Tuple[Tensor, Tensor]:
 
     :meth:`torch.Tensor.coalesce` sorts the row ids; an embedding lookup of
     distinct ids (what the models of this library do) already has distinct
-    rows, which a sort-free :func:`~pyg_fewshot._index.unique_ids` confirms
+    rows, which a sort-free :func:`~pyg_fewshot.ops.unique_ids` confirms
     faster, and the values are then used as they are (the update is
     row-wise, so the order of the rows does not matter).
     """

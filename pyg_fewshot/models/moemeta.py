@@ -11,8 +11,8 @@ from torch_geometric.utils import scatter
 
 from ..nn import (AttentiveNeighborAggregator, ProjectionAdapter,
                   SparseMoERelationMeta)
-from .._index import positions_in, unique_ids
-from ..nn._dispatch import (csr_gather, graph_pairs, head_and_rows,
+from ..ops import positions_in, unique_ids
+from ..ops import (csr_gather, graph_pairs, head_and_rows,
                             translational_distance)
 from .base import FewShotModel, Local, expand_task, init_entity_embedding
 

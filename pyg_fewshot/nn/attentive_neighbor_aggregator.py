@@ -10,7 +10,7 @@ from torch_geometric.index import index2ptr
 from torch_geometric.nn.resolver import activation_resolver
 from torch_geometric.utils import scatter, softmax
 
-from pyg_fewshot.nn._dispatch import (
+from pyg_fewshot.ops import (
     csr_gather,
     csr_weighted_sum,
     relu_pair_messages,
@@ -275,7 +275,7 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         times (with dropout, the mask is drawn per pair). With :obj:`ptr`
         (edges sorted by :obj:`batch`) the weighted sum over each
         neighbourhood is one sparse-dense product on CPU
-        (:func:`~pyg_fewshot.nn._dispatch.csr_weighted_sum`) that never
+        (:func:`~pyg_fewshot.ops.csr_weighted_sum`) that never
         materialises the :obj:`[E, hidden]` messages.
 
         Args:
@@ -411,7 +411,7 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         r"""Enriches the entities :obj:`index` from a CSR background graph.
 
         The CSR rows of :obj:`index` are gathered as one flat edge list
-        (:func:`~pyg_fewshot.nn._dispatch.csr_gather`); the aggregation
+        (:func:`~pyg_fewshot.ops.csr_gather`); the aggregation
         itself is :meth:`forward_edges`. Projections of the relation and
         neighbour-entity halves are computed per distinct row whenever that
         is cheaper than per edge: the whole relation table when it has no

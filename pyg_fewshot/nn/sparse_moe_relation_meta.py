@@ -9,7 +9,7 @@ from torch.nn import Parameter
 from torch_geometric.nn.resolver import activation_resolver
 from torch_geometric.utils import scatter
 
-from pyg_fewshot.nn._dispatch import segment_matmul
+from pyg_fewshot.ops import segment_matmul
 
 
 class MoERouting(NamedTuple):

@@ -98,7 +98,7 @@ def test_embed_matches_per_edge_aggregation(tiny_data):
     # embed() shares messages per (relation, neighbour) pair, projects only
     # the distinct neighbours and sums by a sparse product; the result and
     # the gradients must equal the plain per-edge aggregation.
-    from pyg_fewshot.nn._dispatch import csr_gather
+    from pyg_fewshot.ops import csr_gather
     model = small(tiny_data).eval()
     ids = torch.tensor([[3, 0], [7, 3], [1, 12]])
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pyg_fewshot.nn import AttentiveNeighborAggregator
-from pyg_fewshot.nn._dispatch import csr_gather, unique_pairs
+from pyg_fewshot.ops import csr_gather, unique_pairs
 
 
 D = 8

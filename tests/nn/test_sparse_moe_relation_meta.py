@@ -3,11 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from pyg_fewshot.nn import MoERouting, SparseMoERelationMeta
-from pyg_fewshot.nn._dispatch import (
-    _segment_matmul_op,
-    grouped_mm_available,
-    segment_matmul,
-)
+from pyg_fewshot.ops import grouped_mm_available, segment_matmul
+from pyg_fewshot.ops.segment import _segment_matmul_op
 
 
 def dense_reference(moe: SparseMoERelationMeta, x, batch, num_tasks):

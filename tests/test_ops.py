@@ -1,12 +1,12 @@
-r"""Kernels of pyg_fewshot/nn/_dispatch.py: csr_weighted_sum, unique_pairs,
+r"""Kernels of pyg_fewshot/ops: csr_weighted_sum, unique_pairs,
 graph_pairs, relu_pair_messages and the sampled path of csr_gather
 (segment_matmul is covered through SparseMoERelationMeta)."""
 import pytest
 import torch
 from torch_geometric.index import index2ptr
 
-from pyg_fewshot._index import unique_ids
-from pyg_fewshot.nn._dispatch import (
+from pyg_fewshot.ops import unique_ids
+from pyg_fewshot.ops import (
     csr_gather,
     csr_weighted_sum,
     graph_pairs,

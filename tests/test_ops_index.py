@@ -1,9 +1,9 @@
-r"""pyg_fewshot/_index.py: sort-free deduplication of bounded ids."""
+r"""pyg_fewshot/ops/index.py: sort-free deduplication of bounded ids."""
 import pytest
 import torch
 
-import pyg_fewshot._index as index_module
-from pyg_fewshot._index import positions_in, unique_ids
+import pyg_fewshot.ops.index as index_module
+from pyg_fewshot.ops import positions_in, unique_ids
 
 
 @pytest.mark.parametrize('shape,num_values', [((50, ), 30), ((7, 3), 1000),
