@@ -122,18 +122,24 @@ def add_timing_args(parser) -> None:
 
 
 def run_train(args: List[str]) -> dict:
-    """Runs ``pyg-fewshot train ARGS`` in this process and returns its
-    results.json, reusing a finished run folder (so an interrupted grid
-    resumes where it stopped)."""
+    """Runs ``pyg-fewshot train ARGS`` in this process (the CLI's parser and
+    :func:`pyg_fewshot.pipeline.run`) and returns its results.json, reusing
+    a finished run folder (so an interrupted grid resumes where it
+    stopped).
+
+    :mod:`_modules` is imported first, so that the experiment-only layers
+    resolve by name (``--set model.aggregator=fixed_message`` or
+    ``first_neighbors``)."""
     import json
 
+    import _modules  # noqa: F401  (registers the experiment-only layers)
     from pyg_fewshot.cli.main import build_parser
     parsed = build_parser().parse_args(['train'] + args)
     path = os.path.join(parsed.output, 'results.json')
     if os.path.isfile(path):
         with open(path) as f:
             return json.load(f)
-    return parsed.func(parsed)
+    return parsed.func(parsed).to_dict()
 
 
 def train_pretrained(config: List[str], data: str, shots: int, seed: int,
@@ -147,6 +153,112 @@ def train_pretrained(config: List[str], data: str, shots: int, seed: int,
         str(seed), '--max-steps', str(max_steps), '--eval-every',
         str(eval_every), '--batch-size', str(batch_size), '--output',
         output, '--quiet'])
+
+
+def sets(*items: str) -> List[str]:
+    """``--set`` arguments of ``pyg-fewshot train``, one per ``KEY=VALUE``
+    item (a dotted key into the run configuration, a YAML value)."""
+    out: List[str] = []
+    for item in items:
+        out += ['--set', item]
+    return out
+
+
+# MoEMeta's flat options before the configurations were split by part
+# (``--model-arg KEY=VALUE``) -> the dotted keys of the run configuration.
+_AGGREGATOR_ARGS = {
+    'max_neighbors': 'max_neighbors', 'dropout': 'dropout',
+    'aggregator_scale': 'residual_scale',
+    'aggregator_attention': 'attention', 'aggregator_gate': 'gate',
+    'aggregator_act': 'act', 'aggregator_mix': 'mix',
+    'aggregator_init': 'init',
+    'aggregator_update_dropout': 'update_dropout',
+}
+_RELATION_META_ARGS = ('num_experts', 'top_k', 'renormalize', 'scale_by_k',
+                       'load_balance', 'noisy_gating')
+
+
+def _yaml(value) -> str:
+    """``value`` as a ``--set`` value: a plain string when YAML reads it back
+    as itself, else JSON (which YAML reads)."""
+    import json
+
+    import yaml
+    if isinstance(value, str):
+        try:
+            if yaml.safe_load(value) == value:
+                return value
+        except yaml.YAMLError:
+            pass
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def moemeta_sets(items: List[str]) -> List[str]:
+    """``--set`` arguments of MoEMeta's former flat ``--model-arg KEY=VALUE``
+    options (``aggregator_scale=0.0``, ``projection=none``,
+    ``aggregate=False``, ``load_balance=0.1``, ...), per the table of
+    docs: ``aggregator_scale`` -> ``model.aggregator_kwargs.residual_scale``,
+    ``aggregate=False`` -> ``model.aggregator=null``,
+    ``aggregator_learn_message=False`` -> ``model.aggregator=fixed_message``,
+    ``sample_neighbors=False`` -> ``model.aggregator=first_neighbors``,
+    ``moe=False`` -> ``model.relation_meta=mlp``,
+    ``local_adaptation=False`` -> ``model.projection=null`` and
+    ``learner.inner_steps=0``, and so on. Used where a script's option (and
+    the run folders named after it) keeps the former spelling."""
+    import ast
+
+    out: List[str] = []
+    no_aggregator, variants = False, set()
+    for item in items:
+        key, sep, text = item.partition('=')
+        if not sep:
+            raise SystemExit(f"error: expected KEY=VALUE, got '{item}'")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        yaml = _yaml(value)
+        if key in _AGGREGATOR_ARGS:
+            out.append(f'model.aggregator_kwargs.{_AGGREGATOR_ARGS[key]}='
+                       f'{yaml}')
+        elif key in _RELATION_META_ARGS:
+            out.append(f'model.relation_meta_kwargs.{key}={yaml}')
+        elif key == 'expert_hidden':
+            out += [f'model.relation_meta_kwargs.hidden_channels={yaml}',
+                    f'model.relation_meta_kwargs.gate_hidden_channels={yaml}']
+        elif key == 'mlp_hidden':
+            out.append(f'model.relation_meta_kwargs.hidden_channels={yaml}')
+        elif key == 'moe':
+            out.append(f"model.relation_meta={'moe' if value else 'mlp'}")
+        elif key == 'aggregate':
+            no_aggregator = not value
+        elif key in ('aggregator_learn_message', 'sample_neighbors'):
+            if not value:
+                variants.add('fixed_message'
+                             if key == 'aggregator_learn_message'
+                             else 'first_neighbors')
+        elif key == 'aggregator_relations':
+            out.append(f'model.relation_init={yaml}')
+        elif key == 'projection':
+            mode = None if str(value).lower() == 'none' else value
+            out.append(f'model.projection={_yaml(mode)}')
+        elif key == 'projection_init':
+            out.append(f'model.projection_kwargs.init={yaml}')
+        elif key == 'local_adaptation':
+            if not value:
+                out += ['model.projection=null', 'learner.inner_steps=0']
+        elif key in ('embedding_dim', 'sparse', 'pretrained'):
+            out.append(f'model.{key}={yaml}')
+        else:
+            raise SystemExit(f"error: unknown MoEMeta option '{key}'")
+    if no_aggregator:  # wins over the aggregator's options, as it did
+        out.append('model.aggregator=null')
+    elif len(variants) > 1:
+        raise SystemExit('error: no aggregator keeps its message fixed and '
+                         'its first neighbours in training')
+    elif variants:
+        out.append(f'model.aggregator={variants.pop()}')
+    return sets(*out)
 
 
 def mean_std(values: List[float]) -> str:

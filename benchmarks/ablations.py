@@ -10,7 +10,10 @@ MetaR, on the bundled UMLS-One or on NELL-One.
 
 ``--moemeta-arg`` and ``--inner-lr`` set the full model's configuration
 (every MoEMeta variant starts from it and changes one part); MetaR keeps
-its own defaults.
+its own defaults. ``--moemeta-arg`` takes MoEMeta's former flat option
+names (``aggregator_scale=0.0``, ``projection=none``, ``load_balance=0.1``,
+...; the run folders are named after them), passed to ``pyg-fewshot
+train`` as the ``--set`` items they stand for (``_common.moemeta_sets``).
 
 Every run goes through ``pyg-fewshot train``; finished runs in
 ``--runs-dir`` are reused.
@@ -20,9 +23,12 @@ import os
 import sys
 import time
 
-from _common import machine, mean_std, run_train, shared_dataset, \
-    write_output
+from _common import machine, mean_std, moemeta_sets, run_train, \
+    shared_dataset, write_output
 
+# (label, model, former MoEMeta options of the change): each variant is the
+# composition it names (model.aggregator=null, model.relation_meta=mlp,
+# model.projection=null with learner.inner_steps=0, model.projection=null).
 VARIANTS = [
     ('MoEMeta (full)', 'moemeta', []),
     ('w/o neighbour aggregation', 'moemeta', ['aggregate=False']),
@@ -32,6 +38,9 @@ VARIANTS = [
      'moemeta', ['projection=none']),
     ('MetaR', 'metar', []),
 ]
+# Options of the mixture of experts, which the MLP variant has not.
+_MOE_OPTIONS = ('num_experts', 'top_k', 'renormalize', 'scale_by_k',
+                'load_balance', 'noisy_gating', 'expert_hidden')
 KEYS = ['full', 'no-aggregation', 'mlp', 'no-local', 'no-projection',
         'metar']
 
@@ -79,8 +88,9 @@ def main() -> None:
         '| variant | MRR | Hits@1 | Hits@5 | Hits@10 | train s / run |',
         '|---|---|---|---|---|---|'
     ]
+    base_sets = moemeta_sets(args.moemeta_arg)  # fails early on a typo
     base_args = ([f'--inner-lr {args.inner_lr}'] if args.inner_lr else []) + \
-        [f'--model-arg {kv}' for kv in args.moemeta_arg]
+        [f'--set {kv}' for kv in base_sets[1::2]]
     if base_args:
         lines[4:4] = ['Every MoEMeta variant: ' + ' '.join(
             f'`{b}`' for b in base_args) + ', plus the change it names.', '']
@@ -90,6 +100,8 @@ def main() -> None:
         if model == 'moemeta':
             # The variant's own change wins over the base configuration.
             own = {f.split('=')[0] for f in flags}
+            if 'moe' in own:
+                own.update(_MOE_OPTIONS)
             flags = [kv for kv in args.moemeta_arg
                      if kv.split('=')[0] not in own] + flags
         runs = []
@@ -105,8 +117,7 @@ def main() -> None:
                 argv.append('--pretrain')
             if model == 'moemeta' and args.inner_lr:
                 argv += ['--inner-lr', args.inner_lr]
-            for f in flags:
-                argv += ['--model-arg', f]
+            argv += moemeta_sets(flags)
             t0 = time.perf_counter()
             runs.append(run_train(argv))
             print(f"{label} seed {seed}: {runs[-1]['test']['mrr']:.3f} "

@@ -6,56 +6,70 @@ the relation meta and the score as they are).
         [--per-relation RUN_DIR] [--output FILE]
 
 Each RUN_DIR is a ``pyg-fewshot train`` / ``reproduce_nell_one.py`` run
-folder of a MoEMeta model with ``aggregate=True`` (its ``best.pt`` is
-evaluated; the dataset is the one recorded in the checkpoint). Runs are
-grouped by shots for the mean ± std rows. ``--per-relation`` adds the
-per-relation MRR of one run under both settings.
+folder of a MoEMeta model with a neighbour aggregator (``model.aggregator``
+not null; its ``best.pt`` is evaluated, rebuilt by
+:func:`pyg_fewshot.pipeline.load_run` on the dataset recorded in the
+checkpoint). Runs are grouped by shots for the mean ± std rows.
+``--per-relation`` adds the per-relation MRR of one run under both
+settings.
 """
 import argparse
+import contextlib
 import os
+import types
 from collections import defaultdict
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import torch
 
+import _modules  # noqa: F401  (runs with the experiment-only aggregators)
 from _common import machine, mean_std, write_output
-from pyg_fewshot.data import load_dataset
 from pyg_fewshot.evaluation import evaluate
-from pyg_fewshot.meta import MetaLearner, load_checkpoint
-from pyg_fewshot.models import build_model
+from pyg_fewshot.meta import MetaLearner
+from pyg_fewshot.nn import EntityEncoder
+from pyg_fewshot.pipeline import RunConfig, load_run
 
 SPLITS = ('dev', 'test')
 
 
-def load_run(run: str) -> Tuple[torch.nn.Module, object, dict]:
-    state = load_checkpoint(os.path.join(run, 'best.pt'))
-    meta = state['metadata']
-    kwargs = dict(meta['model_kwargs'])
-    if meta['model'] != 'moemeta' or not kwargs.get('aggregate', True):
+def load_moemeta_run(run: str) -> Tuple[torch.nn.Module, object, RunConfig]:
+    model, data, config = load_run(run)
+    if config.model.name != 'moemeta' or config.model.aggregator is None:
+        aggregator = getattr(config.model, 'aggregator', None)
         raise ValueError(f"'{run}' is not a MoEMeta run with the neighbour "
-                         f"aggregator (model {meta['model']!r}, kwargs "
-                         f"{kwargs})")
-    data = load_dataset(meta['dataset'])[0]
-    model = build_model('moemeta', data, pretrained=False, **kwargs)
-    model.load_state_dict(state['model_state'])
-    return model.eval(), data, meta
+                         f"aggregator (model {config.model.name!r}, "
+                         f'aggregator {aggregator!r})')
+    return model.eval(), data, config
+
+
+@contextlib.contextmanager
+def aggregator_off(encoder: torch.nn.Module) -> Iterator[None]:
+    r"""The :class:`~pyg_fewshot.nn.NeighborEncoder` ``encoder`` returns its
+    entity table's rows as they are (an
+    :class:`~pyg_fewshot.nn.EntityEncoder`'s forward) inside the block."""
+    encoder.forward = types.MethodType(EntityEncoder.forward, encoder)
+    try:
+        yield
+    finally:
+        del encoder.forward
 
 
 def evaluate_both(run: str) -> Dict[str, Dict[str, dict]]:
-    model, data, meta = load_run(run)
-    learner = MetaLearner(model, **meta['learner'])
+    model, data, config = load_moemeta_run(run)
+    learner = MetaLearner.from_config(model, config.learner)
+    shots = config.episodes.shots
     out: Dict[str, Dict[str, dict]] = {}
-    aggregator = model.aggregator
     for setting in ('as trained', 'switched off'):
-        model.aggregator = aggregator if setting == 'as trained' else None
-        out[setting] = {
-            split: evaluate(model, data, split, meta['shots'], learner,
-                            seed=meta.get('seed', 0))
-            for split in SPLITS
-        }
-    model.aggregator = aggregator
-    out['shots'] = meta['shots']
-    gamma = aggregator.gamma
+        scope = (aggregator_off(model.encoder) if setting == 'switched off'
+                 else contextlib.nullcontext())
+        with scope:
+            out[setting] = {
+                split: evaluate(model, data, split, shots, learner,
+                                seed=config.seed)
+                for split in SPLITS
+            }
+    out['shots'] = shots
+    gamma = model.encoder.aggregator.gamma
     out['gamma'] = None if gamma is None else float(gamma.detach())
     return out
 

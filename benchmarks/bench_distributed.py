@@ -2,7 +2,8 @@
 (gloo on CPU, NCCL with ``--device cuda``) at a fixed *global* meta-batch.
 
     python benchmarks/bench_distributed.py [--data PATH] [--nproc 1 2] \
-        [--model moemeta] [--batch-size 1024] [--steps 20] [--output FILE]
+        [--model moemeta] [--set model.aggregator=null ...] \
+        [--batch-size 1024] [--steps 20] [--output FILE]
 
 Every configuration is launched the way ``pyg-fewshot train --nproc N``
 launches (``pyg_fewshot.meta.distributed.launch``: fresh processes,
@@ -14,7 +15,6 @@ global batch is split evenly, so N processes do the same work per step as
 one (strong scaling).
 """
 import argparse
-import ast
 import json
 import os
 import statistics
@@ -28,7 +28,8 @@ from _common import machine, shared_dataset, write_output
 from pyg_fewshot.data import EpisodeSampler, load_dataset
 from pyg_fewshot.meta import MetaLearner, MetaTrainer
 from pyg_fewshot.meta import distributed as dist_utils
-from pyg_fewshot.models import build_model
+from pyg_fewshot.models import build_model, model_config
+from pyg_fewshot.pipeline import RunConfig
 
 
 def worker(cfg: dict) -> None:
@@ -36,15 +37,15 @@ def worker(cfg: dict) -> None:
     try:
         data = load_dataset(cfg['data'], root=cfg['root'])[0]
         torch.manual_seed(0)
-        model = build_model(cfg['model'], data,
-                            **cfg['model_kwargs']).to(device)
+        model = build_model(cfg['model'], data).to(device)
         sampler = EpisodeSampler(
             data, cfg['shots'], 3,
             dist_utils.split_batch_size(cfg['batch_size'], world), 'train',
             seed=dist_utils.rank_seed(0, rank))
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = MetaTrainer(MetaLearner(model), sampler, tmp,
-                                  progress=False)
+            trainer = MetaTrainer(
+                MetaLearner.from_config(model, cfg['learner']), sampler, tmp,
+                progress=False)
             # Time the all-reduce on its own by wrapping it.
             sync_times = []
             average = trainer.average_gradients
@@ -90,8 +91,11 @@ def main() -> None:
                         help="any dataset name or folder, e.g. 'umls-one', "
                         'instead of NELL-One')
     parser.add_argument('--model', default='moemeta')
-    parser.add_argument('--model-arg', action='append', default=[],
-                        metavar='KEY=VALUE', help='model argument')
+    parser.add_argument('--set', action='append', default=[],
+                        metavar='KEY=VALUE',
+                        help="a model or learner setting, as pyg-fewshot "
+                        "train's --set (e.g. model.aggregator=null, "
+                        'model.projection_kwargs.init=random; repeatable)')
     parser.add_argument('--shots', type=int, default=1)
     parser.add_argument('--batch-size', type=int, default=1024)
     parser.add_argument('--nproc', type=int, nargs='+', default=[1, 2])
@@ -107,23 +111,23 @@ def main() -> None:
                         'default)')
     parser.add_argument('--output', default=None)
     args = parser.parse_args()
+    for kv in args.set:
+        if not kv.startswith(('model.', 'learner.')):
+            parser.error(f"--set {kv}: only model.* and learner.* settings "
+                         'apply here')
+    config = RunConfig(model=model_config(args.model)).override(
+        args.set, where='--set')
+    settings = ' '.join(f'`--set {kv}`' for kv in args.set)
     data = args.dataset or shared_dataset('nell-one', args.data)
     load_dataset(data, root=args.root)  # process once, before the workers
-    model_kwargs = {}
-    for kv in args.model_arg:
-        key, _, value = kv.partition('=')
-        try:
-            model_kwargs[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            model_kwargs[key] = value
 
     rows = []
     base = None
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.nproc:
             result = os.path.join(tmp, f'nproc{n}.json')
-            cfg = dict(data=data, root=args.root, model=args.model,
-                       model_kwargs=model_kwargs,
+            cfg = dict(data=data, root=args.root, model=config.model,
+                       learner=config.learner,
                        shots=args.shots, batch_size=args.batch_size,
                        steps=args.steps, warmup=args.warmup,
                        device=args.device, result=result,
@@ -142,7 +146,7 @@ def main() -> None:
         f'Command: `python {" ".join(sys.argv)}`  ',
         f'Machine: {machine()} (launcher); workers: '
         f"{os.environ.get('OMP_NUM_THREADS', '1')} torch thread(s) each  ",
-        f'Data: {data}; model {args.model} {model_kwargs or ""}, '
+        f'Data: {data}; model {args.model} {settings}, '
         f'{args.shots}-shot, global '
         f'meta-batch {args.batch_size}, device {args.device}; median of '
         f'{args.steps} steps after {args.warmup} warm-up steps '

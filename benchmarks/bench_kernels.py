@@ -21,7 +21,7 @@ from _common import interleaved_medians, load_average, machine, write_output
 from pyg_fewshot.ops import unique_ids
 from pyg_fewshot.meta import LazySparseAdam
 from pyg_fewshot.ops import (csr_weighted_sum, relu_pair_messages,
-                                      translational_distance)
+                             transd_project, translational_distance)
 
 N, D = 68544, 100
 
@@ -116,10 +116,9 @@ def distance_rows(g):
         return torch.autograd.grad(loss, (h, tails, rel, *ps))
 
     def plain():
-        p_h, p_r, p_t = (p.view(B, 1, D) for p in ps)
-        hh = h + (h * p_h).sum(-1, keepdim=True) * p_r
-        tt = tails + (tails * p_t.unsqueeze(1)).sum(
-            -1, keepdim=True) * p_r.unsqueeze(1)
+        p_h, p_r, p_t = ps
+        hh = transd_project(h, p_h, p_r)
+        tt = transd_project(tails, p_t, p_r)
         dist = ((hh + rel.view(B, 1, D)).unsqueeze(1) - tt).norm(dim=-1)
         return torch.autograd.grad(margin(dist), (h, tails, rel, *ps))
 

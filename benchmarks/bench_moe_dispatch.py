@@ -13,7 +13,8 @@ per-pair relation vectors r_i for P support pairs:
 * ``(a) dense, published``: every expert on every pair, stacked, then the
   top-N gathered: the published MoEMeta code's computation;
 * ``(a') dense einsum``: the same dense computation batched into two
-  einsums (a stronger dense baseline than the published one);
+  einsums (a stronger dense baseline than the published one); both dense
+  baselines are the tests' references (tests/nn/_moe_reference.py);
 * ``(b) mask loop``: a Python loop over experts, each selecting its pairs
   with a boolean mask.
 
@@ -37,7 +38,11 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from _common import add_timing_args, interleaved_medians, write_output
+from _common import REPO, add_timing_args, interleaved_medians, write_output
+
+# The dense baselines are the tests' references of the layer (one copy).
+sys.path.insert(0, os.path.join(REPO, 'tests', 'nn'))
+from _moe_reference import dense_einsum, dense_published  # noqa: E402
 
 # Set by --timer: wall-clock time, or the process's CPU time, which a
 # single-threaded run (--threads 1) keeps meaningful on a loaded machine.
@@ -56,31 +61,15 @@ def _interleaved_medians(calls: Dict[str, Callable[[], None]], rounds: int,
     return interleaved_medians(calls, rounds, CLOCK, warmup)
 
 
-def dense_published(moe: SparseMoERelationMeta, x, weights, experts):
-    outs = [
-        moe.act(x @ moe.weight1[j] + moe.bias1[j]) @ moe.weight2[j] +
-        moe.bias2[j] for j in range(moe.num_experts)
-    ]
-    all_out = torch.stack(outs, dim=1)
-    idx = experts.unsqueeze(-1).expand(-1, -1, all_out.size(-1))
-    return (all_out.gather(1, idx) * weights.unsqueeze(-1)).sum(1)
-
-
-def dense_einsum(moe: SparseMoERelationMeta, x, weights, experts):
-    h = moe.act(torch.einsum('pi,mih->pmh', x, moe.weight1) + moe.bias1)
-    y = torch.einsum('pmh,mho->pmo', h, moe.weight2) + moe.bias2
-    idx = experts.unsqueeze(-1).expand(-1, -1, y.size(-1))
-    return (y.gather(1, idx) * weights.unsqueeze(-1)).sum(1)
-
-
 def mask_loop(moe: SparseMoERelationMeta, x, weights, experts):
+    ex = moe.experts
     out = x.new_zeros(x.size(0), moe.out_channels)
     for j in range(moe.num_experts):
         rows, slot = (experts == j).nonzero(as_tuple=True)
         if rows.numel() == 0:
             continue
-        y = moe.act(x[rows] @ moe.weight1[j] + moe.bias1[j])
-        y = (y @ moe.weight2[j] + moe.bias2[j]) * weights[rows, slot, None]
+        y = ex.act(x[rows] @ ex.weight1[j] + ex.bias1[j])
+        y = (y @ ex.weight2[j] + ex.bias2[j]) * weights[rows, slot, None]
         out = out.index_add(0, rows, y)
     return out
 

@@ -15,7 +15,7 @@ background triples for a quick try). The model is the full MoEMeta
 (:math:`d = 50`, 50-neighbour aggregator, 32 experts) and a step is the
 trainer's: sample a 1-shot meta-batch, ``MetaLearner.loss``, backward, a
 dense :class:`torch.optim.Adam` step and a step of the sparse optimiser of
-the entity table, :class:`~pyg_fewshot.meta.LazySparseAdam`
+the entity table, :class:`~pyg_fewshot.optim.LazySparseAdam`
 (``lazy_adam``) or :class:`torch.optim.SparseAdam` (``sparse_adam``).
 
 Every optimiser runs in a fresh Python process, so each peak resident set
@@ -62,7 +62,7 @@ def _rss_mib() -> float:
 
 
 def _sparse_state_bytes(opt) -> int:
-    from pyg_fewshot.meta import LazySparseAdam
+    from pyg_fewshot.optim import LazySparseAdam
     if isinstance(opt, LazySparseAdam):
         return opt.state_bytes()
     return sum(t.numel() * t.element_size() for s in opt.state.values()
@@ -94,7 +94,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from pyg_fewshot.data import EpisodeSampler, make_synthetic
-    from pyg_fewshot.meta import LazySparseAdam, MetaLearner
+    from pyg_fewshot.meta import MetaLearner
+    from pyg_fewshot.optim import LazySparseAdam
     from pyg_fewshot.models import build_model
 
     if args.threads is not None:

@@ -6,7 +6,9 @@ collapse check, through ``pyg-fewshot experts``.
         [--dataset PATH_OR_NAME] [--figures docs/figures] [--output FILE]
 
 Each RUN_DIR holds the ``best.pt`` and ``results.json`` of
-``pyg-fewshot train --model moemeta``; ``--dataset`` overrides the dataset
+``pyg-fewshot train --model moemeta`` (or of a benchmark grid: the
+experiment-only layers of ``_modules.py`` are known here, unlike to the
+``pyg-fewshot`` command); ``--dataset`` overrides the dataset
 recorded in the checkpoint (a NELL-One run made elsewhere). The heatmap of
 each run is copied to ``--figures`` as ``experts_<run>.png``; the table of
 load statistics is printed (and written to ``--output``).
@@ -17,6 +19,7 @@ import os
 import shutil
 import tempfile
 
+import _modules  # noqa: F401  (runs with the experiment-only aggregators)
 from _common import write_output
 from pyg_fewshot.cli.main import main as cli
 
@@ -29,7 +32,9 @@ def analyse(run: str, dataset, figures) -> dict:
             argv += ['--dataset', dataset]
         if figures is None:
             argv.append('--no-plot')
-        cli(argv)
+        if cli(argv) != 0:
+            raise SystemExit(f"pyg-fewshot {' '.join(argv)} failed (its "
+                             'error is printed above)')
         with open(os.path.join(tmp, 'experts.json')) as f:
             report = json.load(f)
         if figures is not None:

@@ -6,7 +6,8 @@ robustness and ablation runs of FusionAdapter.
         [--threads 1] [--docs docs/fusion_adapter.md] [--json out.json]
 
 Everything goes through the library API: ``load_dataset('umls-one')``,
-``text_features`` (cached in the processed folder), ``build`` of each model,
+``text_features`` (cached in the processed folder), ``build_model`` of each
+model configuration,
 ``MetaTrainer`` (dev-MRR model selection, best checkpoint), ``evaluate`` on
 the test split. For every seed it trains
 
@@ -44,9 +45,7 @@ from pyg_fewshot.data.sampler import EpisodeSampler
 from pyg_fewshot.data.text import text_features
 from pyg_fewshot.evaluation import chance_level, evaluate
 from pyg_fewshot.meta import MetaLearner, MetaTrainer
-from pyg_fewshot.models.fusion_adapter import FusionAdapter
-from pyg_fewshot.models.metar import MetaR
-from pyg_fewshot.models.moemeta import MoEMeta
+from pyg_fewshot.models import MetaRConfig, build_model
 
 try:  # the package-level export, once pyg_fewshot.data exports it
     from pyg_fewshot.data import load_dataset
@@ -76,18 +75,20 @@ def command() -> str:
 def configs() -> List[Dict[str, Any]]:
     return [
         dict(key='metar', label='MetaR',
-             build=lambda d: MetaR.from_data(d)),
+             build=lambda d: build_model('metar', d)),
         dict(key='moemeta', label='MoEMeta',
-             build=lambda d: MoEMeta.from_data(d)),
+             build=lambda d: build_model('moemeta', d)),
         dict(key='fa', label='FusionAdapter (MetaR backbone, text, m=50, '
-             'λ=1)', build=lambda d: FusionAdapter.from_data(d)),
+             'λ=1)', build=lambda d: build_model('fusionadapter', d)),
         dict(key='fa_lambda0', label='FusionAdapter, λ=0 (no diversity '
-             'loss)', build=lambda d: FusionAdapter.from_data(
-                 d, diversity_weight=0.0)),
+             'loss)', build=lambda d: build_model(
+                 'fusionadapter', d, diversity_weight=0.0)),
         dict(key='fa_m16', label='FusionAdapter, m=16',
-             build=lambda d: FusionAdapter.from_data(d, adapter_hidden=16)),
+             build=lambda d: build_model('fusionadapter', d,
+                                         adapter_hidden=16)),
         dict(key='fa_m128', label='FusionAdapter, m=128',
-             build=lambda d: FusionAdapter.from_data(d, adapter_hidden=128)),
+             build=lambda d: build_model('fusionadapter', d,
+                                         adapter_hidden=128)),
     ]
 
 
@@ -147,9 +148,9 @@ def nell_one(args) -> str:
                                   'eval_every': min(args.nell_eval_every,
                                                     args.nell_steps)})
     rows = []
-    for label, build in (('MetaR', lambda d: MetaR.from_data(d)),
+    for label, build in (('MetaR', lambda d: build_model('metar', d)),
                          ('FusionAdapter (MetaR backbone, text)',
-                          lambda d: FusionAdapter.from_data(d))):
+                          lambda d: build_model('fusionadapter', d))):
         out = tempfile.mkdtemp(prefix='fa_nell_run_')
         model, learner, summary, secs = train_one(build, data, nargs, 0, out)
         t0 = time.perf_counter()
@@ -280,7 +281,8 @@ def main() -> int:
             state = model.state_dict()
 
             def rebuilt(d):
-                fresh = FusionAdapter.from_data(d, pretrained=False)
+                fresh = build_model('fusionadapter', d,
+                                    backbone=MetaRConfig(pretrained=False))
                 fresh.load_state_dict(state)
                 return fresh
 

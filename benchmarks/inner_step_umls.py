@@ -18,9 +18,9 @@ VARIANTS = [
     ('beta = 5 (MetaR default)', ['--inner-lr', '5']),
     ('beta = 0.5', ['--inner-lr', '0.5']),
     ('beta = 0.05 (MoEMeta default)', ['--inner-lr', '0.05']),
-    ('no inner loop (0 steps)', ['--inner-steps', '0']),
-    ('published quirks, beta = 5', ['--inner-lr', '5',
-                                    '--published-quirks']),
+    ('no inner loop (0 steps)', ['--set', 'learner.inner_steps=0']),
+    ('published quirks, beta = 5', ['--inner-lr', '5', '--set',
+                                    'learner.published_quirks=true']),
 ]
 
 

@@ -48,7 +48,8 @@ class AblationLearner(MetaLearner):
             total, logs = super().loss(ep)
             if self.support_weight:
                 sup_h, sup_tails, _, _ = self.embed_stacked(ep)
-                local, _ = self.model.init_local(sup_h, sup_tails[:, 0])
+                local = self.model.init_local(ep.support, sup_h,
+                                              sup_tails[:, 0]).local
                 sup = self.margins(local, sup_h, sup_tails).mean()
                 total = total + self.support_weight * sup
         finally:
@@ -68,6 +69,19 @@ class ScalarBatchNorm(torch.nn.Module):
         return self.norm(x.reshape(-1, 1)).view_as(x)
 
 
+class PairwiseRelationMeta(torch.nn.Module):
+    """A relation meta of ``forward_tasks(x [B, K, 2d]) -> (R [B, d], None)``
+    (the interface of :class:`~pyg_fewshot.nn.MLPRelationMeta`) from any
+    network of the pairs: ``net`` on every pair, mean over the K pairs."""
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward_tasks(self, x):
+        B, K = x.size(0), x.size(1)
+        return self.net(x.flatten(0, 1)).view(B, K, -1).mean(dim=1), None
+
+
 def published_relation_meta(d: int, hidden=(500, 200), dropout=0.5):
     """The published relation learner's layer order: Linear, norm,
     LeakyReLU, Dropout, ..., Linear, norm."""
@@ -77,7 +91,7 @@ def published_relation_meta(d: int, hidden=(500, 200), dropout=0.5):
         layers += [torch.nn.Linear(a, b), ScalarBatchNorm()]
         if i < len(sizes) - 2:
             layers += [torch.nn.LeakyReLU(), torch.nn.Dropout(dropout)]
-    return torch.nn.Sequential(*layers)
+    return PairwiseRelationMeta(torch.nn.Sequential(*layers))
 
 
 VARIANTS: Dict[str, dict] = {
@@ -124,12 +138,13 @@ def run_one(name: str, seed: int, args) -> dict:
     norm = spec.pop('norm', None)
     if norm == 'published':
         model.relation_meta = published_relation_meta(
-            model.entity.embedding_dim)
+            model.encoder.embedding_dim)
     elif norm is not None:
         from torch_geometric.nn import MLP
-        d = model.entity.embedding_dim
-        model.relation_meta = MLP([2 * d, 500, 200, d], act='leaky_relu',
-                                  dropout=0.5, norm=norm)
+        d = model.encoder.embedding_dim
+        model.relation_meta = PairwiseRelationMeta(
+            MLP([2 * d, 500, 200, d], act='leaky_relu', dropout=0.5,
+                norm=norm))
     scale = spec.pop('train_scale', 1.0)
     if scale == '1/B':
         scale = 1.0 / args.batch_size

@@ -16,8 +16,8 @@ import sys
 import time
 from typing import Dict, List
 
-from _common import machine, mean_std, shared_dataset, train_pretrained, \
-    write_output
+from _common import machine, mean_std, sets, shared_dataset, \
+    train_pretrained, write_output
 
 PUBLISHED = {  # test MRR / Hits@10 / Hits@5 / Hits@1 (README of the data)
     ('MetaR (published, pre-train)', 1): (.225, .350, .286, .159),
@@ -31,47 +31,50 @@ PUBLISHED = {  # test MRR / Hits@10 / Hits@5 / Hits@1 (README of the data)
 # Configuration name -> pyg-fewshot train arguments. 'moemeta' is the
 # library default (the paper's layers, inner step 0.05, chosen on
 # UMLS-One); 'moemeta-dev' is the configuration chosen on NELL-One's dev set
-# by benchmarks/select_nell_one.py.
+# by benchmarks/select_nell_one.py. The names are those of the run folders
+# (finished runs are reused): a name keeps its configuration.
 CONFIGS = {
     'metar': ['--model', 'metar'],
     'moemeta': ['--model', 'moemeta'],
-    'moemeta-dev': ['--model', 'moemeta', '--inner-lr', '5', '--model-arg',
-                    'aggregator_scale=0.0', '--model-arg', 'projection=none'],
-    'moemeta-noagg-noproj': ['--model', 'moemeta', '--inner-lr', '5',
-                             '--model-arg', 'aggregate=False',
-                             '--model-arg', 'projection=none'],
+    'moemeta-dev': ['--model', 'moemeta', '--inner-lr', '5'] + sets(
+        'model.aggregator_kwargs.residual_scale=0.0',
+        'model.projection=null'),
+    'moemeta-noagg-noproj': ['--model', 'moemeta', '--inner-lr', '5'] + sets(
+        'model.aggregator=null', 'model.projection=null'),
 }
 # The full model (50-neighbour aggregator) with the aggregator's message
 # started at the TransE prediction e_i - r_i of the centre (linear, no gate,
 # relation vectors at the mean translations), mixed in convexly by a scale
 # learnt from 0; '-sd50' adds stochastic depth 0.5 on the update in
 # training. Chosen on dev by benchmarks/screen_aggregator_nell_one.py.
-_TRANSE = ['--model', 'moemeta', '--inner-lr', '5', '--model-arg',
-           'projection=none', '--model-arg', 'aggregator_scale=0.0',
-           '--model-arg', 'aggregator_init=transe', '--model-arg',
-           'aggregator_act=None', '--model-arg', 'aggregator_gate=False',
-           '--model-arg', 'aggregator_mix=convex', '--model-arg',
-           'aggregator_relations=translation']
+_TRANSE = ['--model', 'moemeta', '--inner-lr', '5'] + sets(
+    'model.projection=null', 'model.aggregator_kwargs.residual_scale=0.0',
+    'model.aggregator_kwargs.init=transe', 'model.aggregator_kwargs.act=null',
+    'model.aggregator_kwargs.gate=false',
+    'model.aggregator_kwargs.mix=convex', 'model.relation_init=translation')
 CONFIGS['moemeta-transe'] = _TRANSE
-CONFIGS['moemeta-transe-sd50'] = _TRANSE + [
-    '--model-arg', 'aggregator_update_dropout=0.5']
-CONFIGS['moemeta-transe-fixed'] = _TRANSE + [
-    '--model-arg', 'aggregator_learn_message=False']
+CONFIGS['moemeta-transe-sd50'] = _TRANSE + sets(
+    'model.aggregator_kwargs.update_dropout=0.5')
+# The message map fixed at its TransE start (benchmarks/_modules.py).
+CONFIGS['moemeta-transe-fixed'] = _TRANSE + sets(
+    'model.aggregator=fixed_message')
 # The experts collapse onto one fixed set of top_k without a balancing
 # term (pyg-fewshot experts: 5.1 effective experts of 32 on NELL-One);
 # '-lb' adds the load-balancing loss (weight 0.1), which keeps all 32 in use.
-CONFIGS['moemeta-noagg-noproj-lb'] = CONFIGS['moemeta-noagg-noproj'] + [
-    '--model-arg', 'load_balance=0.1']
+CONFIGS['moemeta-noagg-noproj-lb'] = CONFIGS['moemeta-noagg-noproj'] + sets(
+    'model.relation_meta_kwargs.load_balance=0.1')
 # A lighter balancing term with noisy top-k gating (Shazeer et al., 2017).
-CONFIGS['moemeta-noagg-noproj-nlb'] = CONFIGS['moemeta-noagg-noproj'] + [
-    '--model-arg', 'load_balance=0.01', '--model-arg', 'noisy_gating=True']
+CONFIGS['moemeta-noagg-noproj-nlb'] = CONFIGS['moemeta-noagg-noproj'] + sets(
+    'model.relation_meta_kwargs.load_balance=0.01',
+    'model.relation_meta_kwargs.noisy_gating=true')
 
 # The published code's two quirks (support loss averaged over the meta-batch,
 # so the training inner step is beta / B; support loss added to the outer
 # objective), on the baseline and the two MoEMeta configurations, so the
 # proper and the published training can be compared on NELL-One.
 for _name in ('metar', 'moemeta-noagg-noproj', 'moemeta-transe-sd50'):
-    CONFIGS[_name + '-quirks'] = CONFIGS[_name] + ['--published-quirks']
+    CONFIGS[_name + '-quirks'] = CONFIGS[_name] + sets(
+        'learner.published_quirks=true')
 
 
 # The hybrid setting (GANA, NP-FKGC): pretrained vectors *and* every
@@ -106,7 +109,11 @@ def main() -> None:
     parser.add_argument('--eval-every', type=int, default=250)
     parser.add_argument('--batch-size', type=int, default=1024)
     parser.add_argument('--runs-dir', default='runs/nell_one')
-    parser.add_argument('--model-arg', action='append', default=[])
+    parser.add_argument('--set', action='append', default=[],
+                        metavar='KEY=VALUE',
+                        help='a further pyg-fewshot train --set item for '
+                        'every run (repeatable; the run folders keep their '
+                        'names)')
     parser.add_argument('--output', default=None)
     args = parser.parse_args()
     data = shared_dataset('nell-one', args.data)
@@ -117,9 +124,7 @@ def main() -> None:
             runs = []
             for seed in args.seeds:
                 out = os.path.join(args.runs_dir, f'{model}_{shots}shot_s{seed}')
-                config = list(CONFIGS[model])
-                for kv in args.model_arg:
-                    config += ['--model-arg', kv]
+                config = list(CONFIGS[model]) + sets(*args.set)
                 t0 = time.perf_counter()
                 res = train_pretrained(config, data, shots, seed,
                                        args.max_steps, args.eval_every, out,

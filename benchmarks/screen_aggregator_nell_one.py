@@ -18,53 +18,53 @@ import argparse
 import statistics
 import sys
 
-from _common import machine, shared_dataset, train_pretrained, write_output
+from _common import machine, sets, shared_dataset, train_pretrained, \
+    write_output
 
-BASE = ['--model', 'moemeta', '--inner-lr', '5', '--model-arg',
-        'projection=none', '--model-arg', 'aggregator_scale=0.0']
+BASE = ['--model', 'moemeta', '--inner-lr', '5'] + sets(
+    'model.projection=null', 'model.aggregator_kwargs.residual_scale=0.0')
 
+TRANSE = ('model.aggregator_kwargs.init=transe',
+          'model.aggregator_kwargs.act=null',
+          'model.aggregator_kwargs.gate=false',
+          'model.aggregator_kwargs.mix=convex',
+          'model.relation_init=translation')
+FIXED = 'model.aggregator=fixed_message'  # benchmarks/_modules.py
 
-def _args(*kv):
-    out = []
-    for item in kv:
-        out += ['--model-arg', item]
-    return out
-
-
-TRANSE = ('aggregator_init=transe', 'aggregator_act=None',
-          'aggregator_gate=False', 'aggregator_mix=convex',
-          'aggregator_relations=translation')
-
-# name -> (description, extra CLI arguments on top of BASE)
+# name -> (description, extra CLI arguments on top of BASE); the names are
+# those of the run folders (finished runs are reused).
 CANDIDATES = {
     'dev': ('moemeta-dev as it is (reference)', []),
     'noagg': ('no aggregator (reference, not a candidate)',
-              _args('aggregate=False')),
+              sets('model.aggregator=null')),
     'sd50': ('stochastic depth: each entity\'s update dropped with p = 0.5 '
-             'in training', _args('aggregator_update_dropout=0.5')),
-    'drop50': ('dropout 0.5 on the messages', _args('dropout=0.5')),
+             'in training',
+             sets('model.aggregator_kwargs.update_dropout=0.5')),
+    'drop50': ('dropout 0.5 on the messages',
+               sets('model.aggregator_kwargs.dropout=0.5')),
     'transrel': ('aggregator relations start at the mean translations',
-                 _args('aggregator_relations=translation')),
+                 sets('model.relation_init=translation')),
     'transe_convex': ('TransE message e_i - r_i (linear, no gate, mean '
-                      'translations), convex mix from 0', _args(*TRANSE)),
+                      'translations), convex mix from 0', sets(*TRANSE)),
     'transe_convex_sd50': ('transe_convex with stochastic depth 0.5',
-                           _args(*TRANSE,
-                                 'aggregator_update_dropout=0.5')),
+                           sets(*TRANSE,
+                                'model.aggregator_kwargs.update_dropout=0.5')),
     'transe_fixed': ('transe_convex with the message weights fixed '
                      '(attention, scale and relation vectors learnt)',
-                     _args(*TRANSE, 'aggregator_learn_message=False')),
+                     sets(*TRANSE, FIXED)),
     'transe_convex_gate': ('transe_convex with the paper\'s gate',
-                           _args(*[a for a in TRANSE
-                                   if a != 'aggregator_gate=False'])),
+                           sets(*[a for a in TRANSE
+                                  if a != 'model.aggregator_kwargs.gate=false'
+                                  ])),
     'transe_fixed_sd50': ('transe_fixed with stochastic depth 0.5',
-                          _args(*TRANSE, 'aggregator_learn_message=False',
-                                'aggregator_update_dropout=0.5')),
+                          sets(*TRANSE, FIXED,
+                               'model.aggregator_kwargs.update_dropout=0.5')),
     'transe_convex_sd75': ('transe_convex with stochastic depth 0.75',
-                           _args(*TRANSE,
-                                 'aggregator_update_dropout=0.75')),
+                           sets(*TRANSE, 'model.aggregator_kwargs.'
+                                'update_dropout=0.75')),
     'mean_nogate': ('mean attention, no gate',
-                    _args('aggregator_attention=mean',
-                          'aggregator_gate=False')),
+                    sets('model.aggregator_kwargs.attention=mean',
+                         'model.aggregator_kwargs.gate=false')),
 }
 
 

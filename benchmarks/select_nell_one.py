@@ -15,40 +15,41 @@ no part in the choice. Finished runs in ``--runs-dir`` are reused.
 import argparse
 import sys
 
-from _common import machine, shared_dataset, train_pretrained, write_output
+from _common import machine, sets, shared_dataset, train_pretrained, \
+    write_output
 
-# name -> (description, extra CLI arguments)
+# name -> (description, extra CLI arguments); the names are those of the
+# run folders (finished runs are reused).
+REZERO = 'model.aggregator_kwargs.residual_scale=0.0'
 CANDIDATES = {
     'default': ('paper layers, beta 0.05 (library default)', []),
     'b5': ('paper layers, beta 5', ['--inner-lr', '5']),
     'moemeta_rezero_b5': ('identity-at-init aggregator, beta 5',
-                          ['--inner-lr', '5', '--model-arg',
-                           'aggregator_scale=0.0']),
+                          ['--inner-lr', '5'] + sets(REZERO)),
     'rezero_rel5': ('identity-at-init aggregator, beta 5 on the relation '
                     'meta, 0.05 on the projection vectors',
-                    ['--inner-lr', 'rel=5,*=0.05', '--model-arg',
-                     'aggregator_scale=0.0']),
+                    ['--inner-lr', 'rel=5,*=0.05'] + sets(REZERO)),
     'rezero_noproj_b5': ('identity-at-init aggregator, no projection '
                          'vectors, beta 5',
-                         ['--inner-lr', '5', '--model-arg',
-                          'aggregator_scale=0.0', '--model-arg',
-                          'projection=none']),
+                         ['--inner-lr', '5'] + sets(
+                             REZERO, 'model.projection=null')),
     'rezero_noproj_fixednbr_b5': ('identity-at-init aggregator, no '
                                   'projection vectors, beta 5, the first 50 '
                                   'neighbours in training too',
-                                  ['--inner-lr', '5', '--model-arg',
-                                   'aggregator_scale=0.0', '--model-arg',
-                                   'projection=none', '--model-arg',
-                                   'sample_neighbors=False']),
+                                  ['--inner-lr', '5'] + sets(
+                                      REZERO, 'model.projection=null',
+                                      # benchmarks/_modules.py
+                                      'model.aggregator=first_neighbors')),
     'noagg_b5': ('no aggregator, beta 5',
-                 ['--inner-lr', '5', '--model-arg', 'aggregate=False']),
+                 ['--inner-lr', '5'] + sets('model.aggregator=null')),
     'noagg_rel5': ('no aggregator, beta 5 on the relation meta, 0.05 on '
                    'the projection vectors',
-                   ['--inner-lr', 'rel=5,*=0.05', '--model-arg',
-                    'aggregate=False']),
+                   ['--inner-lr', 'rel=5,*=0.05'] + sets(
+                       'model.aggregator=null')),
     'noagg_noproj_b5': ('no aggregator, no projection vectors, beta 5',
-                        ['--inner-lr', '5', '--model-arg', 'aggregate=False',
-                         '--model-arg', 'projection=none']),
+                        ['--inner-lr', '5'] + sets(
+                            'model.aggregator=null',
+                            'model.projection=null')),
 }
 
 

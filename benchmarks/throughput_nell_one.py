@@ -66,12 +66,12 @@ from pyg_fewshot.ops import csr_gather, unique_pairs
 
 PUBLISHED_TASKS_PER_S = 6800  # published MoEMeta code, 1-shot, this machine
 
-# (key for --only, label, model, shots, model arguments)
+# (key for --only, label, model, shots, model configuration values)
 CONFIGS = [
     ('metar', 'MetaR', 'metar', 1, {}),
     ('metar', 'MetaR', 'metar', 5, {}),
     ('published', 'MoEMeta, published config (no aggregator)', 'moemeta', 1,
-     dict(aggregate=False, projection_init='random')),
+     dict(aggregator=None, projection_kwargs={'init': 'random'})),
     ('full', 'MoEMeta, full (50-neighbour aggregator)', 'moemeta', 1, {}),
     ('full', 'MoEMeta, full (50-neighbour aggregator)', 'moemeta', 5, {}),
 ]
@@ -265,7 +265,8 @@ def timed_step(trainer: MetaTrainer, timings: dict) -> None:
         sh, s_tails, qh, q_tails = learner.embed_stacked(ep)
         timings['embedding / aggregation'].append(time.perf_counter() - t)
         t = time.perf_counter()
-        local, aux = model.init_local(sh, s_tails[:, 0])
+        out = model.init_local(ep.support, sh, s_tails[:, 0])
+        local, aux = out.local, out.aux_loss
         timings['relation meta (MoE / MLP)'].append(time.perf_counter() - t)
         t = time.perf_counter()
         local = learner.adapt_stacked(local, sh, s_tails)

@@ -81,29 +81,35 @@ def vectors_for_cli(ent: torch.Tensor, rel: torch.Tensor,
                     rescale: bool) -> Iterator[None]:
     """Makes ``pyg-fewshot train --pretrain`` (in this process) start from
     ``ent`` / ``rel`` instead of the default pretraining; rescaled exactly as
-    the CLI's ``_load_data`` does when ``rescale``."""
-    import pyg_fewshot.cli.main as cli
-    from pyg_fewshot.data import load_dataset
+    the run's data loading (:class:`~pyg_fewshot.data.ScaleEmbeddings`)
+    does when ``rescale``. Patches the data loading of
+    :func:`pyg_fewshot.pipeline.run` (``pipeline.run.load_data``)."""
+    import dataclasses
+    import importlib
 
-    def load(args, pretrain, dim):
-        dataset = load_dataset(args.dataset, root=args.data_root)
-        data = dataset[0]
-        if pretrain:
-            if ent.size(1) != dim:
+    # The module (``pyg_fewshot.pipeline.run`` the attribute is the function).
+    pipeline_run = importlib.import_module('pyg_fewshot.pipeline.run')
+
+    original = pipeline_run.load_data
+
+    def load(config, embedding_dim=100, text=False):
+        dataset, data = original(dataclasses.replace(config, pretrain=False),
+                                 embedding_dim=embedding_dim, text=text)
+        if config.pretrain:
+            if ent.size(1) != embedding_dim:
                 raise ValueError(f'vectors of size {ent.size(1)}, model '
-                                 f'size {dim}')
+                                 f'size {embedding_dim}')
             scale = (1.0 / ent.norm(dim=1).mean().clamp(min=1e-12)
                      if rescale else 1.0)
             data['entity'].emb = ent * scale
             data.relation_emb = rel * scale
         return dataset, data
 
-    original = cli._load_data
-    cli._load_data = load
+    pipeline_run.load_data = load
     try:
         yield
     finally:
-        cli._load_data = original
+        pipeline_run.load_data = original
 
 
 def dev_curve(res: Dict[str, Any]) -> List[List[float]]:

@@ -43,37 +43,110 @@ def test_reference_kernels_time_both_kernels(common):
     assert all(t > 0 for t in probe.values())
 
 
-def _reproduce_configs():
+def _benchmark_module(name):
+    import importlib
     import sys
     sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
     try:
-        import reproduce_nell_one
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return reproduce_nell_one.CONFIGS
 
 
-@pytest.mark.parametrize('name', sorted(_reproduce_configs()))
-def test_reproduce_configs_are_valid_training_commands(name, tiny_data):
-    # A misspelt flag or model argument in a NELL-One configuration would
-    # otherwise surface only minutes into a benchmark run.
-    from pyg_fewshot.cli.main import _parse_kv, build_parser
+def _reproduce_configs():
+    return _benchmark_module('reproduce_nell_one').CONFIGS
+
+
+def _grid_commands():
+    r"""The training arguments of every NELL-One grid entry (reproduction,
+    aggregator screen, selection)."""
+    out = {f'reproduce/{k}': v for k, v in _reproduce_configs().items()}
+    screen = _benchmark_module('screen_aggregator_nell_one')
+    for k, (_, extra) in screen.CANDIDATES.items():
+        out[f'screen/{k}'] = screen.BASE + extra
+    select = _benchmark_module('select_nell_one')
+    for k, (_, extra) in select.CANDIDATES.items():
+        out[f'select/{k}'] = ['--model', 'moemeta'] + extra
+    return out
+
+
+def _loss_of_command(argv, data):
+    from pyg_fewshot.cli.main import build_parser, run_config
     from pyg_fewshot.data import EpisodeSampler
     from pyg_fewshot.meta import MetaLearner
     from pyg_fewshot.models import build_model
 
-    config = _reproduce_configs()[name]
+    _benchmark_module('_modules')  # fixed_message, first_neighbors
     args = build_parser().parse_args(
-        ['train', *config, '--dataset', 'unused', '--output', 'unused'])
+        ['train', *argv, '--dataset', 'unused', '--output', 'unused',
+         '--dim', '8'])
+    config = run_config(args)
     torch.manual_seed(0)
-    model = build_model(args.model, tiny_data, embedding_dim=8,
-                        **_parse_kv(args.model_arg))
-    learner = MetaLearner(model, inner_steps=args.inner_steps,
-                          inner_lr=args.inner_lr,
-                          published_quirks=args.published_quirks)
-    loss, _ = learner.loss(EpisodeSampler(tiny_data, 1, 2, 4, seed=0).sample())
+    model = build_model(config.model, data)
+    learner = MetaLearner.from_config(model, config.learner)
+    loss, _ = learner.loss(EpisodeSampler(data, 1, 2, 4, seed=0).sample())
     loss.backward()
-    assert torch.isfinite(loss)
+    return loss
+
+
+@pytest.mark.parametrize('name', sorted(_grid_commands()))
+def test_grid_configs_are_valid_training_commands(name, tiny_data):
+    # A misspelt flag or setting in a NELL-One configuration would
+    # otherwise surface only minutes into a benchmark run.
+    assert torch.isfinite(_loss_of_command(_grid_commands()[name],
+                                           tiny_data))
+
+
+def test_grid_run_folders_keep_their_names():
+    # Finished runs are reused by folder name: a configuration must not be
+    # renamed (nor a name given to another configuration).
+    assert set(_reproduce_configs()) >= {
+        'metar', 'moemeta', 'moemeta-dev', 'moemeta-noagg-noproj',
+        'moemeta-transe', 'moemeta-transe-sd50', 'moemeta-transe-fixed',
+        'moemeta-noagg-noproj-lb', 'moemeta-noagg-noproj-nlb',
+        'metar-quirks', 'moemeta-noagg-noproj-quirks',
+        'moemeta-transe-sd50-quirks', 'metar-bgtasks',
+        'moemeta-transe-sd50-bgtasks'}
+
+
+@pytest.mark.parametrize('items, expected', [
+    (['aggregator_scale=0.0', 'projection=none'],
+     ['model.aggregator_kwargs.residual_scale=0.0',
+      'model.projection=null']),
+    (['aggregate=False', 'aggregator_learn_message=False'],
+     ['model.aggregator=null']),
+    (['sample_neighbors=False'], ['model.aggregator=first_neighbors']),
+    (['aggregator_act=None', 'aggregator_relations=translation'],
+     ['model.aggregator_kwargs.act=null',
+      'model.relation_init=translation']),
+    (['expert_hidden=32', 'moe=False'],
+     ['model.relation_meta_kwargs.hidden_channels=32',
+      'model.relation_meta_kwargs.gate_hidden_channels=32',
+      'model.relation_meta=mlp']),
+    (['local_adaptation=False', 'projection_init=random'],
+     ['model.projection=null', 'learner.inner_steps=0',
+      'model.projection_kwargs.init=random']),
+])
+def test_moemeta_sets_translates_the_former_options(common, items,
+                                                    expected):
+    out = common.moemeta_sets(items)
+    assert out[0::2] == ['--set'] * len(expected)
+    assert out[1::2] == expected
+
+
+@pytest.mark.parametrize('variant', range(6))
+def test_ablation_variants_are_valid_training_commands(common, variant,
+                                                       tiny_data):
+    ablations = _benchmark_module('ablations')
+    _, model, flags = ablations.VARIANTS[variant]
+    base = ['aggregator_scale=0.0', 'load_balance=0.1']
+    if model == 'moemeta':
+        own = {f.split('=')[0] for f in flags}
+        if 'moe' in own:
+            own.update(ablations._MOE_OPTIONS)
+        flags = [kv for kv in base if kv.split('=')[0] not in own] + flags
+    argv = ['--model', model] + common.moemeta_sets(flags)
+    assert torch.isfinite(_loss_of_command(argv, tiny_data))
 
 
 @pytest.fixture
@@ -162,3 +235,39 @@ def test_published_code_worker_times_steps(throughput, tmp_path):
         assert len(cpu) == 2
     finally:
         published.close()
+
+
+#: The keys of results.json that the benchmark tables read.
+RESULTS_KEYS = ('model', 'dataset', 'shots', 'seed', 'steps', 'best_step',
+                'train_seconds', 'stopped_early', 'dev', 'test',
+                'test_random_baseline', 'history', 'config', 'config_hash',
+                'threads', 'nproc', 'version', 'torch_version',
+                'data_fingerprint')
+
+
+def test_run_train_returns_results_and_reuses_a_finished_run(
+        common, tiny_data, tmp_path, monkeypatch):
+    import json
+
+    from pyg_fewshot.data.writer import write_fewshot_folder
+    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
+    data = str(tmp_path / 'data')
+    write_fewshot_folder(tiny_data, data)
+    out = str(tmp_path / 'run')
+    args = ['--model', 'metar', '--dataset', data, '--max-steps', '2',
+            '--eval-every', '1', '--batch-size', '8', '--dim', '8',
+            '--quiet', '--output', out, '--set', 'model.hidden_channels=[8]',
+            '--set', 'learner.margin=2']
+    res = common.run_train(args)
+    assert isinstance(res, dict)
+    for key in RESULTS_KEYS:
+        assert key in res, key
+    assert res['model'] == 'metar' and res['steps'] == 2
+    assert res['config']['learner']['margin'] == 2.0
+    assert res['config']['model']['hidden_channels'] == [8]
+    with open(os.path.join(out, 'results.json')) as f:
+        assert json.load(f) == json.loads(json.dumps(res))
+    # A finished run folder is read back, not trained again.
+    os.remove(os.path.join(out, 'best.pt'))
+    assert common.run_train(args) == json.loads(json.dumps(res))
+    assert not os.path.exists(os.path.join(out, 'best.pt'))

@@ -12,6 +12,7 @@ from pyg_fewshot.ops import (
     graph_pairs,
     head_and_rows,
     relu_pair_messages,
+    transd_project,
     translational_distance,
     unique_pairs,
 )
@@ -211,13 +212,31 @@ def test_head_and_rows_matches_narrow_and_index_select(use):
 
 
 def transd_reference(h, tails, rel, p_h=None, p_r=None, p_t=None):
-    B, d = h.size(0), h.size(-1)
+    # The plain autograd expression the custom function replaces.
     if p_h is not None:
-        h = h + (h * p_h.view(B, 1, d)).sum(-1, keepdim=True) * p_r.view(
-            B, 1, d)
-        tails = tails + (tails * p_t.view(B, 1, 1, d)).sum(
-            -1, keepdim=True) * p_r.view(B, 1, 1, d)
-    return ((h + rel.view(B, 1, d)).unsqueeze(1) - tails).norm(dim=-1)
+        h, tails = transd_project(h, p_h, p_r), transd_project(tails, p_t,
+                                                               p_r)
+    return ((h + rel.unsqueeze(1)).unsqueeze(1) - tails).norm(dim=-1)
+
+
+@pytest.mark.parametrize('shape', [(3, 5), (3, 2, 5), (3, 2, 4, 5)])
+@pytest.mark.parametrize('shared', [False, True])
+def test_transd_project_per_task(shape, shared):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g)
+    p_x, p_r = torch.randn(2, 3, 5, generator=g)
+    if shared:  # [d] vectors shared by every task
+        p_x, p_r = p_x[0], p_r[0]
+    out = transd_project(x, p_x, p_r)
+    assert out.shape == x.shape
+    flat = x.reshape(3, -1, 5)
+    for b in range(3):
+        px = p_x if shared else p_x[b]
+        pr = p_r if shared else p_r[b]
+        for i in range(flat.size(1)):
+            row = flat[b, i]
+            torch.testing.assert_close(out.reshape(3, -1, 5)[b, i],
+                                       row + (row @ px) * pr)
 
 
 @pytest.mark.parametrize('projected', [False, True])
@@ -238,6 +257,23 @@ def test_translational_distance_matches_projection(projected):
     # Second order: the backward is differentiable.
     assert torch.autograd.gradgradcheck(
         lambda *a: translational_distance(*a), inputs)
+
+
+def test_translational_distance_fallback_broadcasts_heads():
+    # Heads [B, 1, d] against tails [B, J, C, d]: the plain expression,
+    # with [B, d] or shared [d] vectors.
+    g = torch.Generator().manual_seed(2)
+    h, tails, rel = (torch.randn(3, 1, 5, generator=g),
+                     torch.randn(3, 2, 4, 5, generator=g),
+                     torch.randn(3, 5, generator=g))
+    ps = torch.randn(3, 3, 5, generator=g)
+    out = translational_distance(h, tails, rel, *ps)
+    assert out.shape == (3, 2, 4)
+    torch.testing.assert_close(out, transd_reference(h, tails, rel, *ps))
+    shared = translational_distance(h, tails, rel, *ps[:, 0])
+    torch.testing.assert_close(
+        shared, transd_reference(h, tails, rel,
+                                 *ps[:, 0].unsqueeze(1).expand(3, 3, 5)))
 
 
 def test_translational_distance_zero_gap_and_shapes():

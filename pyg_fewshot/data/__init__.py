@@ -33,6 +33,8 @@ from .modalities import (ModalityError, attach_modalities,
                          mask_random_entities, modality_features,
                          modality_names, remove_modality, set_modality)
 from .text import encode_text, entity_text, text_features, text_model_path
+from .transforms import ScaleEmbeddings
+from .config import DataConfig, EpisodeConfig, load_data
 
 __all__ = [
     # modalities.py, text.py
@@ -71,8 +73,13 @@ __all__ = [
     'Episode',
     'sample_negative_tails',
     'sample_without_replacement',
-    # background.py
+    # background.py, transforms.py
     'BackgroundTasks',
+    'ScaleEmbeddings',
+    # config.py
+    'DataConfig',
+    'EpisodeConfig',
+    'load_data',
     # synthetic.py
     'make_synthetic',
     'SyntheticFewShotDataset',

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from .config import EpisodeConfig
 from .hetero import ENTITY, is_true_triple, split_relations
 
 
@@ -145,17 +146,8 @@ class EpisodeSampler:
         self.split = split
         self.max_rejection_rounds = max_rejection_rounds
         self.relations = split_relations(data, split)
-        if self.relations.numel() == 0:
-            raise ValueError(f"Split '{split}' has no task relations")
-        ptr = data.task_ptr
-        sizes = ptr[self.relations + 1] - ptr[self.relations]
-        small = (sizes < shots + 1).nonzero().view(-1)
-        if small.numel() > 0:
-            names = [data.task_relation_names[int(self.relations[i])]
-                     for i in small[:5]]
-            raise ValueError(
-                f"{small.numel()} task relation(s) of split '{split}' have "
-                f'fewer than K+1 = {shots + 1} triples, e.g. {names}')
+        EpisodeConfig(shots=int(shots)).check(
+            data, (split, ), use='to sample episodes from')
         csize = data.cand_ptr[1:] - data.cand_ptr[:-1]
         empty = (csize[self.relations] == 0).nonzero().view(-1)
         if empty.numel() > 0:

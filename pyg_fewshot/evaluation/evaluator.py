@@ -111,7 +111,8 @@ def evaluate(model: FewShotModel, data: HeteroData, split: str = 'test',
                                                query[:, 1]]))
             else:
                 cand = torch.arange(num_entities)
-            with model.task_scope(support.to(device), sup_neg.to(device)):
+            with model.task_scope(support.to(device), sup_neg.to(device),
+                                  learner):
                 metrics = _rank_relation(model, learner, data, rel, support,
                                          sup_neg, query, cand, ties_policy,
                                          chunk_size, device)
@@ -161,7 +162,8 @@ def _rank_relation(model: FewShotModel, learner: MetaLearner,
     sup_h = embed(support[:, 0].to(device)).unsqueeze(0)
     sup_t = embed(support[:, 1].to(device)).unsqueeze(0)
     neg_t = embed(sup_neg.to(device)).unsqueeze(0)
-    local, _ = model.init_local(sup_h, sup_t)
+    local = model.init_local(support.unsqueeze(0).to(device), sup_h,
+                             sup_t).local
     local = learner.adapt(local, sup_h, sup_t, neg_t)
 
     cand_emb = embed(cand.to(device)).unsqueeze(0)

@@ -15,13 +15,16 @@ from ..data.hetero import split_relations, task_triples
 def expert_activations(model: torch.nn.Module, data: HeteroData,
                        splits: Sequence[str] = ('train', 'dev', 'test'),
                        shots: Optional[int] = None) -> Dict[str, Any]:
-    r"""Routes the pairs of every task relation through the model's
-    :class:`~pyg_fewshot.nn.SparseMoERelationMeta` and counts, per relation,
+    r"""Routes the pairs of every task relation through the model (the
+    ``routing`` of its :class:`~pyg_fewshot.models.TaskOutput`) and counts,
+    per relation,
     how often each expert is among the top :math:`N` and its mean gate
     weight.
 
     Args:
-        model (MoEMeta): A model with a ``moe`` layer.
+        model (FewShotModel): A model whose :meth:`init_local` reports the
+            routing (:class:`~pyg_fewshot.models.MoEMeta` with its mixture
+            of experts).
         data (HeteroData): The graph.
         splits (Sequence[str], optional): Splits whose relations are routed.
         shots (int, optional): Route only the first ``shots`` triples of each
@@ -36,40 +39,50 @@ def expert_activations(model: torch.nn.Module, data: HeteroData,
         all routed assignments) and ``statistics``: :func:`load_statistics`
         plus ``relation_specificity`` (:func:`relation_specificity`).
     """
-    moe = getattr(model, 'moe', None)
-    if moe is None:
-        raise ValueError('expert analysis needs a model with a mixture of '
-                         'experts (MoEMeta with moe=True)')
     was_training = model.training
     model.eval()
     names: List[str] = []
     split_of: List[str] = []
     act_rows, gate_rows, pair_counts = [], [], []
-    total = torch.zeros(moe.num_experts, dtype=torch.double)
+    total: Optional[Tensor] = None
+    top_k = 1
     try:
         for split in splits:
             for rel in split_relations(data, split).tolist():
                 trip = task_triples(data, rel)
                 if shots is not None:
                     trip = trip[:shots]
-                x = torch.cat([model.embed(trip[:, 0]),
-                               model.embed(trip[:, 1])], dim=-1)
-                probs, weights, experts = moe.route(x)
-                onehot = torch.zeros(x.size(0), moe.num_experts,
+                # The relation's pairs as one task: the routing the model
+                # reports is that of every pair.
+                out = model.init_local(trip.unsqueeze(0),
+                                       model.embed(trip[:, 0]).unsqueeze(0),
+                                       model.embed(trip[:, 1]).unsqueeze(0))
+                routing = out.routing
+                if routing is None:
+                    raise ValueError(
+                        'expert analysis needs a model whose relation meta '
+                        "routes pairs to experts (MoEMeta with "
+                        "relation_meta='moe')")
+                probs, experts = routing.probs, routing.experts
+                num_experts, top_k = probs.size(-1), experts.size(-1)
+                onehot = torch.zeros(trip.size(0), num_experts,
                                      dtype=torch.double)
                 onehot.scatter_(1, experts, 1.0)
                 act_rows.append(onehot.mean(0))
                 gate_rows.append(probs.double().mean(0))
-                total += onehot.sum(0)
-                pair_counts.append(x.size(0))
+                total = onehot.sum(0) if total is None else (
+                    total + onehot.sum(0))
+                pair_counts.append(trip.size(0))
                 names.append(data.task_relation_names[rel])
                 split_of.append(split)
     finally:
         model.train(was_training)
+    if total is None:
+        raise ValueError(f'no task relations in the splits {list(splits)}')
     load = total / total.sum()
     activation = torch.stack(act_rows)
     pairs = torch.tensor(pair_counts, dtype=torch.double)
-    stats = load_statistics(load, moe.top_k)
+    stats = load_statistics(load, top_k)
     stats['relation_specificity'] = relation_specificity(activation, pairs)
     return {'relations': names, 'splits': split_of, 'pairs': pairs,
             'activation': activation, 'gate': torch.stack(gate_rows),

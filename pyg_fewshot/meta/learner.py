@@ -1,14 +1,15 @@
 r"""The bi-level (inner / outer loop) meta-learning engine."""
 import math
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops import unique_ids
 from ..data.sampler import Episode
 from ..models.base import FewShotModel, Local
+from ..ops import unique_ids
+from .config import LearnerConfig
 
 
 def margin_loss(pos: Tensor, neg: Tensor, margin: float) -> Tensor:
@@ -30,6 +31,13 @@ def _first_order_grad(loss_fn, adapted: Local, rest: Local) -> Local:
                  if loss.requires_grad else [None] * len(leaves))
     return {k: torch.zeros_like(v) if g is None else g
             for (k, v), g in zip(leaves.items(), grads)}
+
+
+def _max_share(routing: Any) -> Tensor:
+    # The busiest expert's share of this batch's assignments: 1 / M when
+    # the load is even, 1 when every pair goes to the same experts.
+    counts = routing.counts.float()
+    return (counts.max() / counts.sum().clamp(min=1)).detach()
 
 
 class MetaLearner:
@@ -206,7 +214,8 @@ class MetaLearner:
     def loss(self, ep: Episode) -> Tuple[Tensor, Dict[str, Tensor]]:
         r"""Outer loss of a meta-batch and detached parts for logging."""
         sup_h, sup_tails, qry_h, qry_tails = self.embed_stacked(ep)
-        local, aux = self.model.init_local(sup_h, sup_tails[:, 0])
+        out = self.model.init_local(ep.support, sup_h, sup_tails[:, 0])
+        local, aux = out.local, out.aux_loss
         sup_loss = None
         if self.published_quirks:
             sup_loss = self._support_loss(local, sup_h, sup_tails)
@@ -216,6 +225,10 @@ class MetaLearner:
         if sup_loss is not None:
             total = total + sup_loss
         logs = {'query_loss': qry_loss.detach(), 'aux_loss': aux.detach()}
+        logs.update({f'aux/{k}': v.detach()
+                     for k, v in out.aux_losses.items()})
+        if out.routing is not None:
+            logs['routing/max_share'] = _max_share(out.routing)
         return total, logs
 
     def __repr__(self) -> str:
@@ -223,3 +236,13 @@ class MetaLearner:
                 f'inner_steps={self.inner_steps}, inner_lr={self.inner_lr}, '
                 f'margin={self.margin}, first_order={self.first_order}, '
                 f'published_quirks={self.published_quirks})')
+
+    @classmethod
+    def from_config(cls, model: FewShotModel,
+                    config: LearnerConfig) -> 'MetaLearner':
+        r"""The learner of ``model`` with the settings ``config`` (see
+        :class:`~pyg_fewshot.meta.LearnerConfig`)."""
+        return cls(model, inner_steps=config.inner_steps,
+                   inner_lr=config.inner_lr, margin=config.margin,
+                   first_order=config.first_order,
+                   published_quirks=config.published_quirks)

@@ -12,10 +12,11 @@ from tqdm.auto import tqdm
 from .._io import remove_stale_tmp, run_lock
 from ..data.fingerprint import data_fingerprint
 from ..data.sampler import EpisodeSampler
+from ..optim import LazySparseAdam
 from . import distributed as dist_utils
 from .checkpoint import check_config, load_checkpoint, save_checkpoint
+from .config import TrainerConfig
 from .learner import MetaLearner
-from .optim import LazySparseAdam
 
 LAST = 'last.pt'
 BEST = 'best.pt'
@@ -38,7 +39,7 @@ class MetaTrainer:
     kernel where the device supports it); parameters with
     sparse gradients (the entity table, see
     :meth:`~pyg_fewshot.models.FewShotModel.sparse_parameters`) use
-    :class:`~pyg_fewshot.meta.LazySparseAdam` (the same updates as
+    :class:`~pyg_fewshot.optim.LazySparseAdam` (the same updates as
     :class:`torch.optim.SparseAdam`, with moments only for rows that have
     had a gradient) or, if asked, :class:`torch.optim.SparseAdam` (dense
     moments for every row), so a step touches only the rows of the
@@ -59,7 +60,7 @@ class MetaTrainer:
     resumes from ``last.pt`` when one exists.
 
     A run resumes only with the configuration it was started with: every
-    checkpoint stores ``config`` and the
+    checkpoint stores ``run_config`` and the
     :func:`~pyg_fewshot.data.fingerprint.data_fingerprint` of the sampler's
     KG (under ``'config'``), and :meth:`fit` raises
     :class:`~pyg_fewshot.meta.checkpoint.ConfigMismatchError` on any
@@ -71,14 +72,15 @@ class MetaTrainer:
     ``last.pt``, ``best.pt`` and ``results.json``, so its files never mix
     with the new run's.
 
+    The learning rates stay constant (Adam's own step-size adaptation is
+    all the published models use).
+
     Args:
         learner (MetaLearner): Inner loop and outer objective.
         sampler (EpisodeSampler): Training episodes.
         output_dir (str): Folder for checkpoints.
         validate (callable, optional): Returns the validation score.
         lr (float, optional): Learning rate. (default: :obj:`1e-3`)
-        weight_decay (float, optional): Weight decay of the dense parameters.
-            (default: :obj:`0.0`)
         max_steps (int, optional): Maximum meta-training steps.
             (default: :obj:`10000`)
         eval_every (int, optional): Steps between validations.
@@ -87,11 +89,6 @@ class MetaTrainer:
             stopping. (default: :obj:`30`)
         grad_clip (float, optional): Max gradient norm of the dense
             parameters (:obj:`None` for no clipping). (default: :obj:`None`)
-        lr_schedule (str, optional): ``'constant'`` or ``'cosine'``
-            (decay to 0 at ``max_steps`` after ``warmup_steps``).
-            (default: :obj:`'constant'`)
-        warmup_steps (int, optional): Linear warm-up steps.
-            (default: :obj:`0`)
         amp (bool, optional): Mixed precision (bfloat16 autocast).
             (default: :obj:`False`)
         sparse_optimizer (str, optional): ``'lazy_adam'`` or
@@ -102,11 +99,14 @@ class MetaTrainer:
             computed for them). (default: :obj:`None`)
         metadata (dict, optional): Plain values stored in every checkpoint
             (model name and config, dataset, shots ...).
-        config (dict, optional): The plain values of every setting that
-            affects training (model and its arguments, learner, shots, seed,
-            batch size, learning rates, ...); a checkpoint resumes only
-            under an equal one. It is stored, with ``'data_fingerprint'``
-            added, under ``'config'`` in every checkpoint.
+        run_config (dict, optional): The plain values of every setting
+            that affects training (model and its arguments, learner, shots,
+            seed, batch size, learning rates, ...; *e.g.*
+            :meth:`RunConfig.resume_key()
+            <pyg_fewshot.pipeline.RunConfig.resume_key>`), without
+            ``max_steps``; a checkpoint resumes only under an equal one. It
+            is stored, with ``'data_fingerprint'`` added, under ``'config'``
+            in every checkpoint.
         keep_eval_mode (bool, optional): Reproduce the published MetaR and
             MoEMeta code's third quirk: after the first validation the model
             stays in evaluation mode, so training goes on without dropout
@@ -116,14 +116,13 @@ class MetaTrainer:
     def __init__(self, learner: MetaLearner, sampler: EpisodeSampler,
                  output_dir: str,
                  validate: Optional[Callable[[], float]] = None,
-                 lr: float = 1e-3, weight_decay: float = 0.0,
-                 max_steps: int = 10000, eval_every: int = 1000,
-                 patience: int = 30, grad_clip: Optional[float] = None,
-                 lr_schedule: str = 'constant', warmup_steps: int = 0,
-                 amp: bool = False, sparse_optimizer: str = 'lazy_adam',
+                 lr: float = 1e-3, max_steps: int = 10000,
+                 eval_every: int = 1000, patience: int = 30,
+                 grad_clip: Optional[float] = None, amp: bool = False,
+                 sparse_optimizer: str = 'lazy_adam',
                  sparse_lr: Optional[float] = None,
                  metadata: Optional[Dict[str, Any]] = None,
-                 config: Optional[Dict[str, Any]] = None,
+                 run_config: Optional[Dict[str, Any]] = None,
                  keep_eval_mode: bool = False,
                  progress: bool = True) -> None:
         # Rejected here rather than failing late (ZeroDivisionError at the
@@ -137,9 +136,6 @@ class MetaTrainer:
                     name == 'patience' and value == math.inf):
                 raise ValueError(f"'{name}' must be a positive number (got "
                                  f"{value})")
-        if lr_schedule not in ('constant', 'cosine'):
-            raise ValueError(f"Unknown lr_schedule '{lr_schedule}': expected "
-                             f"'constant' or 'cosine'")
         sparse_classes = {'lazy_adam': LazySparseAdam,
                           'sparse_adam': torch.optim.SparseAdam}
         if sparse_optimizer not in sparse_classes:
@@ -157,11 +153,12 @@ class MetaTrainer:
         self.keep_eval_mode = keep_eval_mode
         self.amp = amp
         self.metadata = dict(metadata or {})
-        self.config = dict(config or {})
+        self.run_config = dict(run_config or {})
         # Ties every checkpoint to the KG it was trained on (a sampler
         # without a KG, e.g. a test double, records none).
         if getattr(sampler, 'data', None) is not None:
-            self.config['data_fingerprint'] = data_fingerprint(sampler.data)
+            self.run_config['data_fingerprint'] = data_fingerprint(
+                sampler.data)
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
         self.progress = progress and self.rank == 0
@@ -181,7 +178,7 @@ class MetaTrainer:
             # The fused kernel does Adam's element-wise work in one pass
             # (about 5x faster than the per-tensor loop on CPU here).
             self.optimizers.append(torch.optim.Adam(
-                self.dense_params, lr=lr, weight_decay=weight_decay,
+                self.dense_params, lr=lr,
                 fused=_fused_adam_supported(self.dense_params)))
         if self.sparse_params:
             self.optimizers.append(sparse_classes[sparse_optimizer](
@@ -190,18 +187,6 @@ class MetaTrainer:
         dist_utils.broadcast_module(self.model)
         self.average_gradients = dist_utils.GradientAverager(
             self.dense_params, self.sparse_params)
-
-        def factor(step: int) -> float:
-            if step < warmup_steps:
-                return (step + 1) / warmup_steps
-            if lr_schedule == 'cosine':
-                span = max(1, max_steps - warmup_steps)
-                return 0.5 * (1 + math.cos(math.pi * min(
-                    1.0, (step - warmup_steps) / span)))
-            return 1.0
-
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor)
-                           for opt in self.optimizers]
         self.step = 0
         self.best_score = -math.inf
         self.best_step = 0
@@ -209,14 +194,34 @@ class MetaTrainer:
         self.history: List[Dict[str, float]] = []
         self.train_seconds = 0.0
 
+    @classmethod
+    def from_config(cls, learner: MetaLearner, sampler: EpisodeSampler,
+                    output_dir: str, config: TrainerConfig,
+                    validate: Optional[Callable[[], float]] = None,
+                    run_config: Optional[Dict[str, Any]] = None,
+                    metadata: Optional[Dict[str, Any]] = None,
+                    progress: bool = True) -> 'MetaTrainer':
+        r"""The trainer of the optimisation settings ``config`` (see
+        :class:`~pyg_fewshot.meta.TrainerConfig`); the other arguments are
+        those of :class:`MetaTrainer`. ``run_config`` is what a run must
+        match to resume (*e.g.* :meth:`RunConfig.resume_key()
+        <pyg_fewshot.pipeline.RunConfig.resume_key>`): leave
+        ``config.max_steps`` out of it, so raising it extends a run."""
+        return cls(learner, sampler, output_dir, validate=validate,
+                   lr=config.lr, max_steps=config.max_steps,
+                   eval_every=config.eval_every, patience=config.patience,
+                   grad_clip=config.grad_clip, amp=config.amp,
+                   sparse_lr=config.entity_lr, metadata=metadata,
+                   run_config=run_config,
+                   keep_eval_mode=config.keep_eval_mode, progress=progress)
+
     # State -----------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         return {
             'metadata': self.metadata,
-            'config': self.config,
+            'config': self.run_config,
             'model_state': self.model.state_dict(),
             'optimizers': [o.state_dict() for o in self.optimizers],
-            'schedulers': [s.state_dict() for s in self.schedulers],
             'sampler': self.sampler.state_dict(),
             'torch_rng': torch.get_rng_state(),
             'step': self.step,
@@ -242,8 +247,6 @@ class MetaTrainer:
             opt.load_state_dict(s)
             for g, kernel in zip(opt.param_groups, kernels):
                 g.update(kernel)
-        for sch, s in zip(self.schedulers, state['schedulers']):
-            sch.load_state_dict(s)
         saved_world = state.get('world_size', 1)
         if saved_world != self.world_size:
             raise ValueError(
@@ -269,7 +272,8 @@ class MetaTrainer:
     def _save_best(self) -> None:
         if self.rank != 0:
             return
-        save_checkpoint({'metadata': self.metadata, 'config': self.config,
+        save_checkpoint({'metadata': self.metadata,
+                         'config': self.run_config,
                          'model_state': self.model.state_dict(),
                          'step': self.step, 'best_score': self.best_score},
                         os.path.join(self.output_dir, BEST))
@@ -301,8 +305,6 @@ class MetaTrainer:
             torch.nn.utils.clip_grad_norm_(self.dense_params, self.grad_clip)
         for opt in self.optimizers:
             opt.step()
-        for sch in self.schedulers:
-            sch.step()
         self.step += 1
         return {k: float(v) for k, v in logs.items()}
 
@@ -364,7 +366,7 @@ class MetaTrainer:
             remove_stale_tmp(self.output_dir)
         if resume and os.path.isfile(last):
             state = load_checkpoint(last)
-            check_config(state, self.config, last)
+            check_config(state, self.run_config, last)
             self.load_state_dict(state)
         else:
             self._start_afresh()

@@ -1,12 +1,13 @@
 r"""MetaR: meta relational learning for few-shot link prediction."""
-from typing import Any, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
-from torch_geometric.nn import MLP
 
-from .base import FewShotModel, Local, expand_task, init_entity_embedding
+from ..nn import EntityEncoder, MLPRelationMeta
+from .base import FewShotModel, Local, TaskOutput, expand_task
+from .config import MetaRConfig
 
 
 class MetaR(FewShotModel):
@@ -27,18 +28,16 @@ class MetaR(FewShotModel):
     (run by :class:`pyg_fewshot.meta.MetaLearner`). Unlike the published
     code, no layer depends on :math:`K` (no batch norm over the shot axis).
 
+    Build it with :meth:`from_config` (from a :class:`MetaRConfig` and a
+    graph), or compose it from its parts.
+
     Args:
-        num_entities (int): Number of entities.
-        embedding_dim (int, optional): Embedding size :math:`d`.
-            (default: :obj:`100`)
-        hidden_channels (Sequence[int], optional): Hidden sizes of the
-            relation-meta MLP. (default: :obj:`(500, 200)`)
-        dropout (float, optional): Dropout of the relation-meta MLP.
-            (default: :obj:`0.5`)
-        pretrained (torch.Tensor, optional): ``[N, d]`` entity vectors to
-            start from (fine-tuned). (default: :obj:`None`)
-        sparse (bool, optional): Sparse gradients for the entity table, so a
-            step only updates the rows it touches. (default: :obj:`True`)
+        encoder (EntityEncoder): The entity table (ids → vectors).
+        relation_meta (torch.nn.Module): The relation-meta learner, with
+            ``forward_tasks(pairs [B, K, 2d]) -> (R [B, d], routing)``
+            (:class:`~pyg_fewshot.nn.MLPRelationMeta` in the paper).
+        config (MetaRConfig, optional): The configuration it was built from
+            (kept for checkpoints). (default: :obj:`None`)
 
     Shapes:
         - **init_local:** ``[B, K, d]`` heads and tails →
@@ -48,55 +47,52 @@ class MetaR(FewShotModel):
     model_name = 'metar'
     adapt_keys = ('rel', )
 
-    def __init__(self, num_entities: int, embedding_dim: int = 100,
-                 hidden_channels: Sequence[int] = (500, 200),
-                 dropout: float = 0.5, pretrained: Optional[Tensor] = None,
-                 sparse: bool = True) -> None:
+    def __init__(self, encoder: EntityEncoder, relation_meta: torch.nn.Module,
+                 config: Optional[MetaRConfig] = None) -> None:
         super().__init__()
-        self.config = dict(num_entities=num_entities,
-                           embedding_dim=embedding_dim,
-                           hidden_channels=list(hidden_channels),
-                           dropout=dropout, sparse=sparse)
-        self.entity = torch.nn.Embedding(num_entities, embedding_dim,
-                                         sparse=sparse)
-        self.relation_meta = MLP(
-            [2 * embedding_dim, *hidden_channels, embedding_dim],
-            act='leaky_relu', dropout=dropout, norm=None)
-        self._pretrained = pretrained
+        self.encoder = encoder
+        self.relation_meta = relation_meta
+        self.config = config
+        # The parts are built without their final initialisation; one reset
+        # here draws every initial value in a fixed order (so a seed gives
+        # the same model whichever way it was assembled).
         self.reset_parameters()
 
     @classmethod
-    def from_data(cls, data: HeteroData, pretrained: bool = True,
-                  **kwargs: Any) -> 'MetaR':
+    def from_config(cls, config: MetaRConfig, data: HeteroData) -> 'MetaR':
         r"""Builds the model for a graph from
         :func:`~pyg_fewshot.data.build_fewshot_data`, starting from its
         pretrained entity vectors (``data['entity'].emb``) when
-        ``pretrained`` and present."""
-        emb = data['entity'].get('emb') if pretrained else None
-        if emb is not None:
-            kwargs.setdefault('embedding_dim', emb.size(1))
-        model = cls(data['entity'].num_nodes, pretrained=emb, **kwargs)
-        model.config['pretrained'] = emb is not None
-        return model
+        ``config.pretrained`` and present."""
+        emb = data['entity'].get('emb') if config.pretrained else None
+        d = config.embedding_dim
+        encoder = EntityEncoder(data['entity'].num_nodes, d,
+                                sparse=config.sparse, pretrained=emb)
+        relation_meta = MLPRelationMeta(2 * d, d,
+                                        hidden_channels=config.hidden_channels,
+                                        dropout=config.dropout)
+        return cls(encoder, relation_meta, config)
+
+    @property
+    def num_entities(self) -> Optional[int]:
+        return self.encoder.num_entities
 
     def reset_parameters(self) -> None:
-        init_entity_embedding(self.entity, self._pretrained)
+        self.encoder.reset_parameters()
         self.relation_meta.reset_parameters()
 
     def embed(self, index: Tensor) -> Tensor:
-        return self.entity(index)
+        return self.encoder(index)
 
     def sparse_parameters(self) -> Tuple[torch.nn.Parameter, ...]:
-        return (self.entity.weight, ) if self.entity.sparse else ()
+        return self.encoder.sparse_parameters()
 
-    def init_local(self, sup_h: Tensor,
-                   sup_t: Tensor) -> Tuple[Local, Tensor]:
-        x = torch.cat([sup_h, sup_t], dim=-1)
-        rel = self.relation_meta(x.flatten(0, 1)).view(
-            x.size(0), x.size(1), -1).mean(dim=1)
-        return {'rel': rel}, rel.new_zeros(())
+    def init_local(self, support: Tensor, sup_h: Tensor,
+                   sup_t: Tensor) -> TaskOutput:
+        rel, routing = self.relation_meta.forward_tasks(
+            torch.cat([sup_h, sup_t], dim=-1))
+        return TaskOutput({'rel': rel}, {}, routing)
 
     def project(self, h: Tensor, t: Tensor,
                 local: Local) -> Tuple[Tensor, Tensor]:
         return h + expand_task(local['rel'], h), t
-

@@ -1,5 +1,5 @@
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +13,30 @@ from torch_geometric.utils import scatter, softmax
 from pyg_fewshot.ops import (
     csr_gather,
     csr_weighted_sum,
+    head_and_rows,
+    positions_in,
     relu_pair_messages,
+    unique_ids,
     unique_pairs,
 )
 
 _ATTENTIONS = ('softmax', 'mean', 'sum')
 _MIXES = ('add', 'convex')
 _INITS = ('default', 'transe')
+
+
+def _lookup(x: Union[Tensor, Callable[[Tensor], Tensor]],
+            index: Tensor) -> Tensor:
+    if isinstance(x, Tensor):
+        return x.index_select(0, index)
+    return x(index)
+
+
+def _is_sorted_unique(index: Tensor, num_unique: int) -> bool:
+    # A 1-D index with as many entries as distinct values, strictly
+    # increasing, equals its own sorted unique values.
+    return (index.dim() == 1 and index.numel() == num_unique
+            and (num_unique < 2 or bool((index[1:] > index[:-1]).all())))
 
 
 class AttentiveNeighborAggregator(torch.nn.Module):
@@ -96,7 +113,9 @@ class AttentiveNeighborAggregator(torch.nn.Module):
     A neighbour cap (:obj:`max_neighbors`, 50 as in the published code)
     keeps the first :obj:`max_neighbors` entries of an entity's CSR row in
     evaluation mode and a uniformly random subset of that size in training
-    mode.
+    mode (a subclass that sets the class attribute
+    :obj:`sample_neighbors = False` keeps the first entries in training
+    too, as the published code does).
 
     Args:
         embedding_dim (int): Size :math:`d` of entity and relation
@@ -130,22 +149,21 @@ class AttentiveNeighborAggregator(torch.nn.Module):
             :obj:`hidden_dim == embedding_dim`). (default: :obj:`"default"`)
         update_dropout (float, optional): Probability of dropping an
             entity's whole update in training mode. (default: :obj:`0.0`)
-        learn_message (bool, optional): If :obj:`False`, :math:`\mathbf{W}`
-            and :math:`\mathbf{b}` keep their initial values (no
-            gradient); with :obj:`init="transe"` the messages then stay
-            the TransE predictions :math:`\mathbf{e}_i - \mathbf{r}_i` of
-            the current vectors, and only the attention, gate and scale are
-            learnt. (default: :obj:`True`)
 
     Shapes:
         - **input:**
-          entity table :math:`(|\mathcal{V}|, d)`,
+          entity table :math:`(|\mathcal{V}|, d)` (or a look-up
+          :math:`(n) \to (n, d)`),
           relation table :math:`(|\mathcal{R}|, d)`,
           entities to enrich :math:`(B)`,
           CSR row pointer :math:`(|\mathcal{V}| + 1)`,
           CSR neighbour entities and relations :math:`(|\mathcal{E}|)`
         - **output:** enriched entities :math:`(B, d)`
     """
+    # Read by forward: whether training draws a random subset of a capped
+    # neighbourhood (else its first CSR entries, as in evaluation).
+    sample_neighbors: bool = True
+
     def __init__(
         self,
         embedding_dim: int,
@@ -160,7 +178,6 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         mix: str = 'add',
         init: str = 'default',
         update_dropout: float = 0.0,
-        learn_message: bool = True,
     ):
         super().__init__()
         if attention not in _ATTENTIONS:
@@ -189,7 +206,6 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         self.mix = mix
         self.init = init
         self.update_dropout = update_dropout
-        self.learn_message = learn_message
         self.act = activation_resolver(act, **(act_kwargs or {}))
         if self.act is None:
             self.act = torch.nn.Identity()
@@ -212,10 +228,6 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         self.gamma: Optional[Parameter] = None
         if residual_scale is not None:
             self.gamma = Parameter(torch.empty(()))
-
-        if not learn_message:
-            for lin in (self.lin_rel, self.lin_ent):
-                lin.requires_grad_(False)
 
         self.reset_parameters()
 
@@ -399,7 +411,7 @@ class AttentiveNeighborAggregator(torch.nn.Module):
 
     def forward(
         self,
-        x_ent: Tensor,
+        x_ent: Union[Tensor, Callable[[Tensor], Tensor]],
         x_rel: Tensor,
         index: Tensor,
         rowptr: Tensor,
@@ -407,33 +419,47 @@ class AttentiveNeighborAggregator(torch.nn.Module):
         col_rel: Tensor,
         num_edges: Optional[int] = None,
         return_attention: bool = False,
+        pairs: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
     ) -> Any:
         r"""Enriches the entities :obj:`index` from a CSR background graph.
 
-        The CSR rows of :obj:`index` are gathered as one flat edge list
-        (:func:`~pyg_fewshot.ops.csr_gather`); the aggregation
-        itself is :meth:`forward_edges`. Projections of the relation and
-        neighbour-entity halves are computed per distinct row whenever that
-        is cheaper than per edge: the whole relation table when it has no
-        more rows than the gathered edges (the usual case), the whole entity
-        table likewise, and otherwise the distinct neighbour entities found
-        with :func:`torch.unique` (skipped under :func:`torch.compile`).
-        Repeated entries of :obj:`index` are enriched once, and whenever the
-        host is synchronised anyway, edges that share a (relation,
-        neighbour) pair share one message (see :meth:`forward_edges`).
+        The CSR rows of the distinct entities of :obj:`index` are gathered
+        as one flat edge list (:func:`~pyg_fewshot.ops.csr_gather`); the
+        aggregation itself is :meth:`forward_edges`. Edges from different
+        centres to the same (relation, neighbour) pair share one message,
+        and the two halves of :math:`\mathbf{W}` are applied per distinct
+        row rather than per edge.
 
-        Host synchronisation: the number of gathered edges depends on the
-        data and is read back once, unless :obj:`num_edges` is given and the
-        module is in evaluation mode (or :obj:`max_neighbors` is
-        :obj:`None`); deduplication by :func:`torch.unique` is only done
-        when that read-back happens anyway.
+        :obj:`x_ent` is either the entity table or a look-up from ids to
+        rows, such as a (sparse) :class:`torch.nn.Embedding`. A look-up is
+        called once, on the distinct neighbours of the batch followed by
+        the centres that are nobody's neighbour, so that a sparse gradient
+        touches each row a batch needs exactly once; with :obj:`pairs`
+        (the numbering of :func:`~pyg_fewshot.ops.graph_pairs`, computed
+        once per graph) a batch finds its distinct pairs without sorting.
+        This is the path of :class:`~pyg_fewshot.nn.NeighborEncoder`.
+
+        With a table and no :obj:`pairs`, projections are computed per
+        distinct row whenever that is cheaper than per edge: the whole
+        relation table when it has no more rows than the gathered edges
+        (the usual case), the whole entity table likewise, and otherwise
+        the distinct neighbour entities found with :func:`torch.unique`.
+        Host synchronisation there: the number of gathered edges depends on
+        the data and is read back once, unless :obj:`num_edges` is given
+        and no neighbours are sampled (evaluation mode, or
+        :obj:`max_neighbors=None`); deduplication is only done when that
+        read-back happens anyway. Under :func:`torch.compile` every path
+        runs per edge, without deduplication.
 
         Args:
-            x_ent (torch.Tensor): Entity embeddings indexable by entity id,
-                shape :obj:`[N, d]`.
+            x_ent (torch.Tensor or Callable): Entity embeddings indexable by
+                entity id, shape :obj:`[N, d]`, or a callable mapping ids
+                :obj:`[n]` to their rows :obj:`[n, d]`.
             x_rel (torch.Tensor): Relation embeddings (inverse relations
                 as their own ids), shape :obj:`[R, d]`.
-            index (torch.Tensor): Entities to enrich, shape :obj:`[B]`.
+            index (torch.Tensor): Entities to enrich, shape :obj:`[B]`
+                (any shape when :obj:`x_ent` is a look-up or :obj:`pairs`
+                is given).
             rowptr (torch.Tensor): CSR row pointer over the background
                 graph, shape :obj:`[N + 1]`.
             col_ent (torch.Tensor): Neighbour entity of each CSR entry,
@@ -445,14 +471,134 @@ class AttentiveNeighborAggregator(torch.nn.Module):
                 \mathrm{max\_neighbors})`, if known. (default: :obj:`None`)
             return_attention (bool, optional): Also return :obj:`(weight,
                 batch, edge_pos)`: per-edge weights, the position in
-                :obj:`index` and the CSR position of each used edge.
-                (default: :obj:`False`)
+                :obj:`index` and the CSR position of each used edge
+                (repeated entries of :obj:`index` are then enriched one by
+                one). (default: :obj:`False`)
+            pairs (Tuple[torch.Tensor, torch.Tensor, torch.Tensor], optional):
+                :obj:`(pair_rel, pair_ent, entry_pair)` of
+                :func:`~pyg_fewshot.ops.graph_pairs` for :obj:`col_rel`
+                and :obj:`col_ent`. (default: :obj:`None`)
 
         Returns:
-            The enriched embeddings :obj:`[B, d]` (or a tuple, see
-            :obj:`return_attention`).
+            The enriched embeddings :obj:`[*index.shape, d]` (or a tuple,
+            see :obj:`return_attention`).
         """
-        sample = self.training and self.max_neighbors is not None
+        if torch.compiler.is_compiling():
+            # Deduplication reads sizes back from the device: a graph break.
+            return self._forward_per_edge(x_ent, x_rel, index, rowptr,
+                                          col_ent, col_rel, num_edges,
+                                          return_attention)
+        if pairs is not None or not isinstance(x_ent, Tensor):
+            return self._forward_lookup(x_ent, x_rel, index, rowptr, col_ent,
+                                        col_rel, num_edges, return_attention,
+                                        pairs)
+        return self._forward_table(x_ent, x_rel, index, rowptr, col_ent,
+                                   col_rel, num_edges, return_attention)
+
+    def _sample(self) -> bool:
+        return (self.training and self.sample_neighbors
+                and self.max_neighbors is not None)
+
+    def _forward_lookup(
+        self,
+        x_ent: Union[Tensor, Callable[[Tensor], Tensor]],
+        x_rel: Tensor,
+        index: Tensor,
+        rowptr: Tensor,
+        col_ent: Tensor,
+        col_rel: Tensor,
+        num_edges: Optional[int],
+        return_attention: bool,
+        pairs: Optional[Tuple[Tensor, Tensor, Tensor]],
+    ) -> Any:
+        N = rowptr.numel() - 1
+        if return_attention:
+            centers, inverse = index.reshape(-1), None
+        else:
+            centers, inverse = unique_ids(index, N)
+        C = centers.numel()
+        pos, batch = csr_gather(
+            rowptr, centers, self.max_neighbors, sample=self._sample(),
+            num_edges=num_edges if C == index.numel() else None)
+        # One message per distinct (relation, neighbour) pair: hubs are
+        # reached from many centres of a batch (NELL-One: ~1.7 edges/pair).
+        if pairs is not None:
+            # Pairs numbered once per graph: their distinct ids in a batch
+            # need no sort.
+            pair_rel, pair_ent, entry_pair = pairs
+            upair, pair_index = unique_ids(entry_pair.index_select(0, pos),
+                                           pair_rel.numel())
+            rel_index = pair_rel.index_select(0, upair)
+            ent = pair_ent.index_select(0, upair)
+        else:
+            rel_index, ent, pair_index = unique_pairs(
+                col_rel.index_select(0, pos), col_ent.index_select(0, pos), N)
+        # The entity projection runs on the distinct neighbours only; the
+        # centres that are nobody's neighbour in this batch are appended
+        # after them, so that one look-up (through a sparse embedding, one
+        # gradient row each) covers every row the batch touches.
+        nbr_ids, ent_index = unique_ids(ent, N)
+        num_nbr = nbr_ids.numel()
+        at, found = positions_in(nbr_ids, centers, N)
+        extra = ~found
+        center_row = torch.where(found, at,
+                                 num_nbr + extra.long().cumsum(0) - 1)
+        rows = _lookup(x_ent, torch.cat([nbr_ids, centers[extra]]))
+        x_nbr, x_center = head_and_rows(rows, num_nbr, center_row)
+        res = self.forward_edges(x_center, x_rel, x_nbr, batch, num_nodes=C,
+                                 rel_index=rel_index, ent_index=ent_index,
+                                 return_attention=return_attention,
+                                 pair_index=pair_index,
+                                 ptr=index2ptr(batch, C))
+        if return_attention:
+            out, weight = res
+            return out.view(*index.shape, -1), (weight, batch, pos)
+        if _is_sorted_unique(index, C):
+            # Callers often pass sorted distinct ids (MetaLearner.embed_*):
+            # then index equals centers and the gather would be a copy.
+            return res
+        assert inverse is not None
+        return res.index_select(0, inverse.view(-1)).view(*index.shape, -1)
+
+    def _forward_per_edge(
+        self,
+        x_ent: Union[Tensor, Callable[[Tensor], Tensor]],
+        x_rel: Tensor,
+        index: Tensor,
+        rowptr: Tensor,
+        col_ent: Tensor,
+        col_rel: Tensor,
+        num_edges: Optional[int],
+        return_attention: bool,
+    ) -> Any:
+        if isinstance(x_ent, Tensor):
+            return self._forward_table(x_ent, x_rel, index, rowptr, col_ent,
+                                       col_rel, num_edges, return_attention)
+        flat = index.reshape(-1)
+        pos, batch = csr_gather(rowptr, flat, self.max_neighbors,
+                                sample=self._sample(), num_edges=num_edges)
+        res = self.forward_edges(x_ent(flat), x_rel,
+                                 x_ent(col_ent.index_select(0, pos)), batch,
+                                 num_nodes=flat.size(0),
+                                 rel_index=col_rel.index_select(0, pos),
+                                 return_attention=return_attention)
+        if return_attention:
+            out, weight = res
+            return out.view(*index.shape, -1), (weight, batch, pos)
+        return res.view(*index.shape, -1)
+
+    def _forward_table(
+        self,
+        x_ent: Tensor,
+        x_rel: Tensor,
+        index: Tensor,
+        rowptr: Tensor,
+        col_ent: Tensor,
+        col_rel: Tensor,
+        num_edges: Optional[int],
+        return_attention: bool,
+    ) -> Any:
+        sample = self._sample()
         may_sync = (num_edges is None or sample) and \
             not torch.compiler.is_compiling()
 
@@ -523,6 +669,4 @@ class AttentiveNeighborAggregator(torch.nn.Module):
             out += f', init={self.init}'
         if self.update_dropout > 0.0:
             out += f', update_dropout={self.update_dropout}'
-        if not self.learn_message:
-            out += ', learn_message=False'
         return out

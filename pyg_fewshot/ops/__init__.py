@@ -37,13 +37,15 @@ Scores (:mod:`~pyg_fewshot.ops.distance`):
 
 * :func:`translational_distance`: TransE / TransD distances of heads
   against stacked tails, with a hand-written backward.
+* :func:`transd_project`: the TransD projection of entities with per-task
+  vectors.
 """
 from .index import positions_in, unique_ids
 from .segment import grouped_mm_available, segment_matmul
 from .csr import (csr_gather, csr_weighted_sum, graph_pairs, head_and_rows,
                   unique_pairs)
 from .messages import relu_pair_messages
-from .distance import translational_distance
+from .distance import transd_project, translational_distance
 
 __all__ = [
     'unique_ids',
@@ -56,5 +58,6 @@ __all__ = [
     'relu_pair_messages',
     'csr_weighted_sum',
     'head_and_rows',
+    'transd_project',
     'translational_distance',
 ]

@@ -5,7 +5,36 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ['translational_distance']
+__all__ = ['transd_project', 'translational_distance']
+
+
+def _per_task(p: Tensor, like: Tensor) -> Tensor:
+    # [d] broadcasts as is; [B, d] gets singleton middle dims so that it
+    # lines up with a [B, *, d] operand.
+    if p.dim() == 1 or like.dim() <= 2:
+        return p
+    return p.reshape(p.size(0), *([1] * (like.dim() - 2)), p.size(-1))
+
+
+def transd_project(x: Tensor, p_x: Tensor, p_r: Tensor) -> Tensor:
+    r"""The TransD projection :math:`\mathbf{x}' = \mathbf{x} +
+    (\mathbf{x}^{\top}\mathbf{p}_x)\,\mathbf{p}_r` of every row of
+    :obj:`x` with the vectors of its task.
+
+    Args:
+        x (torch.Tensor): Entity embeddings :obj:`[B, *, d]` (or
+            :obj:`[B, d]`).
+        p_x (torch.Tensor): Per-task projection vector of the entity side
+            (:math:`\mathbf{p}_h` or :math:`\mathbf{p}_t`), :obj:`[B, d]`,
+            or :obj:`[d]` shared by all tasks.
+        p_r (torch.Tensor): Per-task relation-side vector, :obj:`[B, d]` or
+            :obj:`[d]`.
+
+    :rtype: :class:`torch.Tensor` of the shape of :obj:`x`
+    """
+    p_x, p_r = _per_task(p_x, x), _per_task(p_r, x)
+    return x + (x * p_x).sum(dim=-1, keepdim=True) * p_r
+
 
 # Translational distances ----------------------------------------------------
 def _translational_forward(h: Tensor, tails: Tensor, rel: Tensor,
@@ -110,8 +139,9 @@ def translational_distance(h: Tensor, tails: Tensor, rel: Tensor,
     :math:`\mathbf{p}_t`) when the vectors are given and
     :math:`\mathbf{x}' = \mathbf{x}` (TransE) otherwise.
 
-    The same values as projecting and taking the norm of the difference
-    (see :class:`~pyg_fewshot.nn.ProjectionAdapter`). With projection
+    The same values as projecting with :func:`transd_project` and taking
+    the norm of the difference (see
+    :meth:`pyg_fewshot.nn.ProjectionAdapter.distance`). With projection
     vectors this runs as a custom autograd function that makes about a
     third of autograd's passes over the tails (docs/benchmarks.md); the
     TransE form, and any form inside
@@ -140,10 +170,8 @@ def translational_distance(h: Tensor, tails: Tensor, rel: Tensor,
     if (tuple(tails.shape[2:-1]) != tuple(mid)
             or torch.compiler.is_compiling()
             or torch.is_autocast_enabled(h.device.type)):
-        hh = h + (h * p_h.view(view)).sum(-1, keepdim=True) * p_r.view(view)
-        tview = (B, 1) + (1, ) * len(mid) + (d, )
-        tt = tails + (tails * p_t.view(tview)).sum(
-            -1, keepdim=True) * p_r.view(tview)
+        hh = transd_project(h, p_h, p_r)
+        tt = transd_project(tails, p_t, p_r)
         return ((hh + rel.view(view)).unsqueeze(1) - tt).norm(p=2, dim=-1)
     Q = 1
     for m in mid:

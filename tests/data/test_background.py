@@ -241,7 +241,11 @@ def test_models_train_on_the_extended_tasks():
 
 def test_cli_trains_with_background_tasks_and_evaluates(tmp_path, monkeypatch,
                                                        capsys):
-    import pyg_fewshot.cli.main as cli
+    import importlib
+
+    # Not `import pyg_fewshot.pipeline.run as ...`: the package's `run` is
+    # the function of that name.
+    run_module = importlib.import_module('pyg_fewshot.pipeline.run')
     from pyg_fewshot.cli.main import build_parser, main
     monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
     seen = []
@@ -250,7 +254,7 @@ def test_cli_trains_with_background_tasks_and_evaluates(tmp_path, monkeypatch,
         seen.append(data.train_rel.numel())
         return EpisodeSampler(data, *args, **kwargs)
 
-    monkeypatch.setattr(cli, 'EpisodeSampler', sampler)
+    monkeypatch.setattr(run_module, 'EpisodeSampler', sampler)
     assert not build_parser().parse_args(
         ['train', '--model', 'metar']).background_tasks
     out = str(tmp_path / 'run')
@@ -263,8 +267,11 @@ def test_cli_trains_with_background_tasks_and_evaluates(tmp_path, monkeypatch,
     # and test as without background tasks.
     assert seen == [15]
     assert res['test']['num_queries'] == 295
+    assert res['config']['data']['background_tasks'] is True
     state = torch.load(os.path.join(out, 'best.pt'), weights_only=False)
-    assert state['metadata']['background_tasks'] is True
+    assert state['metadata']['run_config']['data']['background_tasks'] is True
+    # A run with background tasks resumes only with them.
+    assert state['config']['data.background_tasks'] is True
     capsys.readouterr()
     main(['evaluate', '--checkpoint', out, '--split', 'test'])
     assert f"MRR {res['test']['mrr']:.4f}" in capsys.readouterr().out

@@ -7,7 +7,6 @@ import pyg_fewshot.data.pretrain as pretrain_mod
 from pyg_fewshot.data.dataset import FewShotKGDataset
 from pyg_fewshot.data.hetero import build_fewshot_data
 from pyg_fewshot.data.pretrain import (
-    _RowAdam,
     _transe_class,
     load_or_pretrain,
     pretrain_transe,
@@ -63,22 +62,6 @@ def test_fast_transe_matches_pyg():
     h, r, t = (torch.randint(0, 20, (50, )), torch.randint(0, 3, (50, )),
                torch.randint(0, 20, (50, )))
     assert torch.allclose(fast(h, r, t), ref(h, r, t), atol=1e-5)
-
-
-def test_row_adam_matches_sparse_adam():
-    torch.manual_seed(0)
-    a = torch.nn.Embedding(30, 4, sparse=True)
-    b = torch.nn.Embedding(30, 4, sparse=True)
-    b.load_state_dict(a.state_dict())
-    opt_a = _RowAdam(a.parameters(), lr=0.1)
-    opt_b = torch.optim.SparseAdam(b.parameters(), lr=0.1)
-    for step in range(5):
-        idx = torch.randint(0, 30, (12, ))
-        for emb, opt in ((a, opt_a), (b, opt_b)):
-            opt.zero_grad()
-            (emb(idx)**2).sum().backward()
-            opt.step()
-    assert torch.allclose(a.weight, b.weight, atol=1e-6)
 
 
 def test_cache_reuse_and_keys(data, tmp_path, monkeypatch):

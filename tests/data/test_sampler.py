@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from pyg_fewshot.data import FewShotDataError
 from pyg_fewshot.data.hetero import is_true_triple, task_triples
 from pyg_fewshot.data.sampler import (EpisodeSampler,
                                       sample_without_replacement)
@@ -63,7 +64,8 @@ def test_sampler_is_seeded_and_resumable(tiny_data):
 
 
 def test_sampler_rejects_too_few_triples(tiny_data):
-    with pytest.raises(ValueError, match='fewer than K\\+1'):
+    # FewShotDataError (a ValueError): the one check, EpisodeConfig.check.
+    with pytest.raises(FewShotDataError, match='too few for 12-shot'):
         EpisodeSampler(tiny_data, shots=12)
     with pytest.raises(ValueError, match='must be positive'):
         EpisodeSampler(tiny_data, shots=0)

@@ -1,9 +1,12 @@
+import contextlib
+
 import pytest
 import torch
 
 from pyg_fewshot.data.hetero import task_triples
 from pyg_fewshot.evaluation import chance_level, evaluate
-from pyg_fewshot.models import FewShotModel, MetaR
+from pyg_fewshot.meta import MetaLearner
+from pyg_fewshot.models import FewShotModel, TaskOutput, build_model
 
 
 class ConstantModel(FewShotModel):
@@ -17,9 +20,10 @@ class ConstantModel(FewShotModel):
     def embed(self, index):
         return self.emb[index]
 
-    def init_local(self, sup_h, sup_t):
-        return {'rel': sup_h.new_zeros(sup_h.size(0), sup_h.size(-1))}, \
-            sup_h.new_zeros(())
+    def init_local(self, support, sup_h, sup_t):
+        assert support.shape == sup_h.shape[:2] + (2, )
+        return TaskOutput({'rel': sup_h.new_zeros(sup_h.size(0),
+                                                  sup_h.size(-1))}, {})
 
     def project(self, h, t, local):
         return h, t
@@ -34,12 +38,12 @@ class OracleModel(ConstantModel):
         self.emb.data = torch.stack([angle.cos(), angle.sin()], 1)
         self.n = num_entities
 
-    def init_local(self, sup_h, sup_t):
+    def init_local(self, support, sup_h, sup_t):
         # Rotation angle of the relation from its first support pair.
         h, t = sup_h[:, 0], sup_t[:, 0]
         ang = torch.atan2(t[:, 1], t[:, 0]) - torch.atan2(h[:, 1], h[:, 0])
-        return {'rel': torch.stack([ang.cos(), ang.sin()], 1)}, \
-            sup_h.new_zeros(())
+        return TaskOutput({'rel': torch.stack([ang.cos(), ang.sin()], 1)},
+                          {})
 
     def project(self, h, t, local):
         c, s = local['rel'][:, 0], local['rel'][:, 1]
@@ -71,7 +75,6 @@ def test_constant_model_gets_exactly_chance(tiny_data, candidate_set):
 
 def test_oracle_is_perfect_and_tables_add_up(tiny_data):
     model = OracleModel(tiny_data['entity'].num_nodes)
-    from pyg_fewshot.meta import MetaLearner
     res = evaluate(model, tiny_data, 'test', shots=1,
                    learner=MetaLearner(model, inner_steps=0))
     assert res['mrr'] == pytest.approx(1.0)
@@ -101,7 +104,8 @@ def test_filtering_removes_other_true_tails(tiny_data):
 
 def test_evaluation_is_deterministic_and_restores_mode(tiny_data):
     torch.manual_seed(0)
-    model = MetaR(tiny_data['entity'].num_nodes, 8, hidden_channels=(16, ))
+    model = build_model('metar', tiny_data, embedding_dim=8,
+                        hidden_channels=(16, ))
     model.train()
     a = evaluate(model, tiny_data, 'dev', shots=2)
     b = evaluate(model, tiny_data, 'dev', shots=2)
@@ -112,3 +116,45 @@ def test_too_many_shots_is_a_clear_error(tiny_data):
     model = ConstantModel(tiny_data['entity'].num_nodes)
     with pytest.raises(ValueError, match='need at least'):
         evaluate(model, tiny_data, 'test', shots=50)
+
+
+class ScopedModel(OracleModel):
+    """Records the task_scope calls and whether init_local runs inside one."""
+    def __init__(self, num_entities):
+        super().__init__(num_entities)
+        self.scopes, self.inside = [], False
+        self.init_calls = []
+
+    @contextlib.contextmanager
+    def _scope(self):
+        self.inside = True
+        try:
+            yield
+        finally:
+            self.inside = False
+
+    def task_scope(self, support, support_neg, learner):
+        self.scopes.append((support.clone(), support_neg.clone(), learner))
+        return self._scope()
+
+    def init_local(self, support, sup_h, sup_t):
+        self.init_calls.append((support.clone(), self.inside))
+        return super().init_local(support, sup_h, sup_t)
+
+
+def test_task_scope_gets_the_support_and_the_run_learner(tiny_data):
+    model = ScopedModel(tiny_data['entity'].num_nodes)
+    learner = MetaLearner(model, inner_steps=0)
+    res = evaluate(model, tiny_data, 'test', shots=2, learner=learner)
+    assert res['mrr'] == pytest.approx(1.0)
+    rels = tiny_data.test_rel.tolist()
+    assert len(model.scopes) == len(rels) == len(model.init_calls)
+    for rel, (support, neg, got), (ids, inside) in zip(
+            rels, model.scopes, model.init_calls):
+        # The relation's first K triples (file order), K negative tails.
+        assert torch.equal(support, task_triples(tiny_data, rel)[:2])
+        assert neg.shape == (2, )
+        assert got is learner
+        # init_local gets the same support as [1, K, 2] ids, in the scope.
+        assert torch.equal(ids, support.unsqueeze(0)) and inside
+    assert not model.inside

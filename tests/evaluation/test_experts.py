@@ -6,7 +6,11 @@ import torch
 from pyg_fewshot.evaluation.experts import (expert_activations,
                                             load_statistics,
                                             relation_specificity)
+from pyg_fewshot.data.hetero import split_relations, task_triples
 from pyg_fewshot.models import build_model
+
+MOE = {'num_experts': 4, 'top_k': 2, 'hidden_channels': 8,
+       'gate_hidden_channels': 8}
 
 
 def test_exact_collapse_is_detected():
@@ -58,8 +62,10 @@ def test_relation_specificity_bounds():
 def test_expert_activations_reports_pairs_and_specificity(tiny_data):
     torch.manual_seed(0)
     model = build_model('moemeta', tiny_data, embedding_dim=8,
-                        num_experts=4, top_k=2, expert_hidden=8)
+                        relation_meta_kwargs=MOE)
+    model.train()
     out = expert_activations(model, tiny_data)
+    assert model.training  # the mode is restored
     R = len(out['relations'])
     assert out['activation'].shape == (R, 4)
     assert out['pairs'].shape == (R, )
@@ -69,3 +75,37 @@ def test_expert_activations_reports_pairs_and_specificity(tiny_data):
     stats = out['statistics']
     assert 0.0 <= stats['relation_specificity'] <= 1.0
     assert stats['effective_experts'] <= 4.0 + 1e-9
+
+
+def test_expert_activations_are_the_routing_of_init_local(tiny_data):
+    torch.manual_seed(0)
+    model = build_model('moemeta', tiny_data, embedding_dim=8,
+                        relation_meta_kwargs=MOE).eval()
+    out = expert_activations(model, tiny_data, splits=('dev', ), shots=3)
+    rel = int(split_relations(tiny_data, 'dev')[0])
+    trip = task_triples(tiny_data, rel)[:3]
+    routing = model.init_local(trip.unsqueeze(0),
+                               model.embed(trip[:, 0]).unsqueeze(0),
+                               model.embed(trip[:, 1]).unsqueeze(0)).routing
+    onehot = torch.zeros(3, 4, dtype=torch.double)
+    onehot.scatter_(1, routing.experts, 1.0)
+    assert out['relations'] == [tiny_data.task_relation_names[rel]]
+    assert out['pairs'].tolist() == [3.0]
+    torch.testing.assert_close(out['activation'][0], onehot.mean(0))
+    torch.testing.assert_close(out['gate'][0], routing.probs.double().mean(0))
+
+
+def test_expert_activations_need_a_routing_model(tiny_data):
+    model = build_model('moemeta', tiny_data, embedding_dim=8,
+                        relation_meta='mlp',
+                        relation_meta_kwargs={'hidden_channels': (8, )})
+    with pytest.raises(ValueError, match="relation_meta='moe'"):
+        expert_activations(model, tiny_data)
+    metar = build_model('metar', tiny_data, embedding_dim=8,
+                        hidden_channels=(8, ))
+    with pytest.raises(ValueError, match='routes pairs to experts'):
+        expert_activations(metar, tiny_data)
+    moe = build_model('moemeta', tiny_data, embedding_dim=8,
+                      relation_meta_kwargs=MOE)
+    with pytest.raises(ValueError, match='no task relations'):
+        expert_activations(moe, tiny_data, splits=())

@@ -20,6 +20,7 @@ from pyg_fewshot.evaluation import evaluate
 from pyg_fewshot.meta import MetaLearner, MetaTrainer
 from pyg_fewshot.meta import distributed as dist_utils
 from pyg_fewshot.models import MoEMeta
+from pyg_fewshot.models import build_model as _build_model
 
 GLOBAL_BATCH = 8
 SEED = 0
@@ -35,9 +36,12 @@ def build_data():
 def build_model(data) -> MoEMeta:
     torch.manual_seed(SEED)
     # Deterministic forward: no dropout, no neighbour sampling.
-    return MoEMeta.from_data(data, pretrained=False, embedding_dim=8,
-                             num_experts=4, top_k=2, expert_hidden=8,
-                             max_neighbors=None, dropout=0.0)
+    return _build_model(
+        'moemeta', data, pretrained=False, embedding_dim=8,
+        aggregator_kwargs={'max_neighbors': None, 'dropout': 0.0},
+        relation_meta_kwargs={'num_experts': 4, 'top_k': 2,
+                              'hidden_channels': 8,
+                              'gate_hidden_channels': 8})
 
 
 def rank_sampler(data, rank: int, world: int) -> EpisodeSampler:

@@ -13,6 +13,7 @@ from pyg_fewshot.data.sampler import Episode
 from pyg_fewshot.evaluation import evaluate
 from pyg_fewshot.meta import MetaLearner, MetaTrainer, load_checkpoint
 from pyg_fewshot.meta import distributed as dist_utils
+from pyg_fewshot.pipeline import RunConfig
 
 WORKER = osp.join(osp.dirname(__file__), 'dist_worker.py')
 STEPS = 4
@@ -164,7 +165,14 @@ def test_cli_nproc_2(tmp_path):
     results = json.loads((out / 'results.json').read_text())
     assert results['nproc'] == 2 and results['steps'] == 2
     assert 0 < results['test']['mrr'] <= 1
-    assert sorted(os.listdir(out)) == ['best.pt', 'last.pt', 'results.json']
+    assert sorted(os.listdir(out)) == ['best.pt', 'config.yaml', 'last.pt',
+                                       'results.json']
+    # The run's configuration, as run.
+    config = RunConfig.load(str(out / 'config.yaml'))
+    assert config.nproc == 2 and config.model.name == 'metar'
+    assert config.model.embedding_dim == 8 and config.trainer.max_steps == 2
+    assert results['config'] == config.to_dict()
+    assert results['config_hash'] == config.config_hash()
     # The summary is printed once, by rank 0.
     assert proc.stdout.count('results written to') == 1
 

@@ -3,13 +3,18 @@ import torch
 
 from pyg_fewshot.data.sampler import EpisodeSampler
 from pyg_fewshot.meta import MetaLearner
-from pyg_fewshot.models import MetaR, build_model
+from pyg_fewshot.models import MetaR, TaskOutput, build_model
+from pyg_fewshot.nn import EntityEncoder, MLPRelationMeta
+
+MOE = {'num_experts': 4, 'top_k': 2, 'hidden_channels': 8,
+       'gate_hidden_channels': 8}
 
 
 def tiny_model(n=20, dim=4, seed=0):
     torch.manual_seed(seed)
-    model = MetaR(n, dim, hidden_channels=(6, ), dropout=0.0,
-                  sparse=False).double()
+    model = MetaR(EntityEncoder(n, dim, sparse=False),
+                  MLPRelationMeta(2 * dim, dim, hidden_channels=(6, ),
+                                  dropout=0.0)).double()
     return model
 
 
@@ -22,10 +27,19 @@ def embed(model, *ids):
     return [model.embed(i) for i in ids]
 
 
+def init_local(model, heads, tails, h, t):
+    # The local parameters of the tasks with support (heads, tails) ids
+    # ([B, K] each) and rows h, t.
+    out = model.init_local(torch.stack([heads, tails], -1), h, t)
+    assert isinstance(out, TaskOutput)
+    return out.local
+
+
 def test_zero_inner_steps_is_no_adaptation():
     model = tiny_model()
-    h, t, tn = embed(model, *tiny_batch())
-    local, _ = model.init_local(h, t)
+    ids = tiny_batch()
+    h, t, tn = embed(model, *ids)
+    local = init_local(model, ids[0], ids[1], h, t)
     learner = MetaLearner(model, inner_steps=0)
     assert learner.adapt(local, h, t, tn) is local
     one = MetaLearner(model, inner_steps=1).adapt(local, h, t, tn)
@@ -34,8 +48,9 @@ def test_zero_inner_steps_is_no_adaptation():
 
 def test_inner_step_is_per_task_and_independent_of_batch_size():
     model = tiny_model()
-    h, t, tn = embed(model, *tiny_batch(B=4))
-    local, _ = model.init_local(h, t)
+    ids = tiny_batch(B=4)
+    h, t, tn = embed(model, *ids)
+    local = init_local(model, ids[0], ids[1], h, t)
     learner = MetaLearner(model, inner_lr=0.7)
     full = learner.adapt(local, h, t, tn)['rel']
     for b in range(4):
@@ -53,7 +68,7 @@ def _outer(model, learner, ids, frozen_grad=None):
     """Query loss after adaptation, as a function of the model's params."""
     sh, st, sn = embed(model, *ids[:3])
     qh, qt, qn = embed(model, *ids[3:])
-    local, _ = model.init_local(sh, st)
+    local = init_local(model, ids[0], ids[1], sh, st)
     if frozen_grad is None:
         local = learner.adapt(local, sh, st, sn)
     else:
@@ -82,7 +97,7 @@ def _finite_difference(model, fn, eps=1e-6):
 
 def _support_grad(model, learner, ids):
     sh, st, sn = embed(model, *ids[:3])
-    local, _ = model.init_local(sh, st)
+    local = init_local(model, ids[0], ids[1], sh, st)
     rel = local['rel'].detach().requires_grad_()
     loss = learner.support_loss({'rel': rel}, sh, st, sn)
     return torch.autograd.grad(loss, rel)[0]
@@ -123,8 +138,8 @@ def test_second_order_differs_from_first_order():
 
 def test_published_quirks_leak_support_loss(tiny_data):
     torch.manual_seed(0)
-    model = MetaR(tiny_data['entity'].num_nodes, 8, hidden_channels=(8, ),
-                  dropout=0.0)
+    model = build_model('metar', tiny_data, embedding_dim=8,
+                        hidden_channels=(8, ), dropout=0.0)
     ep = EpisodeSampler(tiny_data, 2, batch_size=8, seed=0).sample()
     clean, _ = MetaLearner(model).loss(ep)
     quirky, _ = MetaLearner(model, published_quirks=True).loss(ep)
@@ -137,13 +152,12 @@ def test_negative_inner_steps_rejected():
 
 
 def test_inner_step_per_local_parameter(tiny_data):
-    from pyg_fewshot.models import MoEMeta
     torch.manual_seed(0)
-    model = MoEMeta(tiny_data['entity'].num_nodes, 3, embedding_dim=8,
-                    num_experts=4, top_k=2, expert_hidden=8, aggregate=False)
+    model = build_model('moemeta', tiny_data, embedding_dim=8,
+                        aggregator=None, relation_meta_kwargs=MOE)
     ep = EpisodeSampler(tiny_data, 2, batch_size=4, seed=0).sample()
     sup_h, sup_t, sup_neg, *_ = MetaLearner(model).embed_episode(ep)
-    local, _ = model.init_local(sup_h, sup_t)
+    local = model.init_local(ep.support, sup_h, sup_t).local
 
     def adapted(inner_lr):
         return MetaLearner(model, inner_lr=inner_lr).adapt(
@@ -169,12 +183,14 @@ def test_first_order_step_equals_torch_func_grad(tiny_data, projection):
     # detached copies; it must be torch.func.grad's, for every local key.
     from pyg_fewshot.meta.learner import _first_order_grad
     torch.manual_seed(0)
-    model = build_model('moemeta', tiny_data, embedding_dim=8, num_experts=4,
-                        top_k=2, expert_hidden=8, projection=projection)
+    model = build_model('moemeta', tiny_data, embedding_dim=8,
+                        relation_meta_kwargs=MOE,
+                        projection=None if projection == 'none'
+                        else projection)
     ep = EpisodeSampler(tiny_data, 2, 3, 5, seed=0).sample()
     learner = MetaLearner(model, inner_lr=0.3)
     sup_h, sup_tails, _, _ = learner.embed_stacked(ep)
-    local, _ = model.init_local(sup_h, sup_tails[:, 0])
+    local = model.init_local(ep.support, sup_h, sup_tails[:, 0]).local
     keys = list(model.adapt_keys)
     adapted = {k: local[k] for k in keys}
     rest = {k: v for k, v in local.items() if k not in keys}
@@ -208,10 +224,40 @@ def test_stacked_tails_match_separate_scores(tiny_data):
         sup_h, sup_tails, qry_h, qry_tails = learner.embed_stacked(ep)
         torch.testing.assert_close(sup_tails[:, 0], st)
         torch.testing.assert_close(qry_tails[:, 1], qn)
-        local, _ = model.init_local(sh, st)
+        local = model.init_local(ep.support, sh, st).local
         s = model.score_tails(qh, qry_tails, local)
         torch.testing.assert_close(s[:, 0], model.score(qh, qt, local))
         torch.testing.assert_close(s[:, 1], model.score(qh, qn, local))
         ref = torch.relu(1.0 - model.score(qh, qt, local) +
                          model.score(qh, qn, local))
         torch.testing.assert_close(learner.margins(local, qh, qry_tails), ref)
+
+
+class _Recording(MetaR):
+    r"""MetaR that records what :meth:`init_local` is given and reports two
+    fixed auxiliary losses."""
+    def init_local(self, support, sup_h, sup_t):
+        self.seen = (support, sup_h, sup_t)
+        out = super().init_local(support, sup_h, sup_t)
+        return TaskOutput(out.local, {'a': sup_h.new_tensor(0.25),
+                                      'b': sup_h.new_tensor(0.5)},
+                          out.routing)
+
+
+def test_loss_passes_support_ids_and_adds_the_aux_losses(tiny_data):
+    torch.manual_seed(0)
+    model = _Recording(EntityEncoder(40, 8),
+                       MLPRelationMeta(16, 8, hidden_channels=(8, ),
+                                       dropout=0.0))
+    learner = MetaLearner(model)
+    ep = EpisodeSampler(tiny_data, 2, 3, 4, seed=0).sample()
+    loss, logs = learner.loss(ep)
+    support, sup_h, sup_t = model.seen
+    assert torch.equal(support, ep.support)  # [B, K, 2] ids
+    torch.testing.assert_close(sup_h, model.embed(ep.support[..., 0]))
+    torch.testing.assert_close(sup_t, model.embed(ep.support[..., 1]))
+    assert logs['aux_loss'].item() == 0.75
+    assert (logs['aux/a'].item(), logs['aux/b'].item()) == (0.25, 0.5)
+    assert 'routing/max_share' not in logs  # no routing reported
+    assert loss.item() == pytest.approx(logs['query_loss'].item() + 0.75,
+                                        rel=1e-6)

@@ -6,12 +6,13 @@ import torch
 from pyg_fewshot.data.sampler import EpisodeSampler
 from pyg_fewshot.meta import (LazySparseAdam, MetaLearner, MetaTrainer,
                               load_checkpoint)
-from pyg_fewshot.models import MetaR
+from pyg_fewshot.meta.checkpoint import ConfigMismatchError
+from pyg_fewshot.models import build_model
 
 
 def make_trainer(data, out, max_steps, validate=None, **kw):
     torch.manual_seed(0)
-    model = MetaR(data['entity'].num_nodes, 8, hidden_channels=(8, ))
+    model = build_model('metar', data, embedding_dim=8, hidden_channels=(8, ))
     sampler = EpisodeSampler(data, 2, batch_size=8, seed=0)
     return MetaTrainer(MetaLearner(model), sampler, str(out),
                        validate=validate or (lambda: 0.0),
@@ -29,6 +30,46 @@ def test_resume_equals_uninterrupted_run(tiny_data, tmp_path):
     assert summary['steps'] == 6
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.allclose(a, b)
+
+
+def test_run_config_is_stored_and_checked_on_resume(tiny_data, tmp_path):
+    run_config = {'trainer.lr': 0.001, 'seed': 0}
+    first = make_trainer(tiny_data, tmp_path, 2, run_config=run_config)
+    first.fit()
+    assert run_config == {'trainer.lr': 0.001, 'seed': 0}  # not mutated
+    stored = load_checkpoint(str(tmp_path / 'last.pt'))['config']
+    assert stored == first.run_config
+    assert stored['data_fingerprint'] and stored['seed'] == 0
+    assert load_checkpoint(str(tmp_path / 'best.pt'))['config'] == stored
+    with pytest.raises(ConfigMismatchError,
+                       match='trainer.lr: 0.001 → 0.01'):
+        make_trainer(tiny_data, tmp_path, 4,
+                     run_config={'trainer.lr': 0.01, 'seed': 0}).fit()
+    # max_steps is not part of it: raising it extends the run.
+    summary = make_trainer(tiny_data, tmp_path, 4,
+                           run_config=run_config).fit()
+    assert summary['steps'] == 4 and summary['history'][0]['step'] == 2
+
+
+@pytest.mark.parametrize('option', [dict(lr_schedule='cosine'),
+                                    dict(warmup_steps=10),
+                                    dict(weight_decay=0.1),
+                                    dict(config={'seed': 0})])
+def test_removed_options_are_refused(tiny_data, tmp_path, option):
+    with pytest.raises(TypeError, match='unexpected keyword'):
+        make_trainer(tiny_data, tmp_path, 2, **option)
+
+
+def test_learning_rate_stays_constant(tiny_data, tmp_path):
+    trainer = make_trainer(tiny_data, tmp_path, 4, sparse_lr=1e-2)
+    trainer.fit()
+    lrs = sorted(g['lr'] for o in trainer.optimizers for g in o.param_groups)
+    assert lrs == [1e-3, 1e-2]
+    state = load_checkpoint(str(tmp_path / 'last.pt'))
+    assert 'schedulers' not in state
+    # The optimiser state (Adam's moments) still travels with the run.
+    assert len(state['optimizers']) == 2
+    assert state['optimizers'][0]['state']
 
 
 def test_early_stopping_and_best_checkpoint(tiny_data, tmp_path):
@@ -79,9 +120,9 @@ def test_sparse_entity_table_only_updates_touched_rows(tiny_data, tmp_path):
     for ids in (ep.support, ep.support_neg, ep.query, ep.query_neg):
         touched[ids.reshape(-1)] = True
     assert not touched.all()
-    before = trainer.model.entity.weight.detach().clone()
+    before = trainer.model.encoder.entity.weight.detach().clone()
     trainer.train_step()
-    changed = (trainer.model.entity.weight != before).any(1)
+    changed = (trainer.model.encoder.entity.weight != before).any(1)
     assert changed.any() and not (changed & ~touched).any()
     sparse_opt = [o for o in trainer.optimizers
                   if isinstance(o, LazySparseAdam)]
@@ -113,12 +154,12 @@ def test_sparse_lr_sets_or_freezes_the_entity_table(tiny_data, tmp_path):
     assert sorted(lrs) == [1e-5, 1e-3]
 
     frozen = make_trainer(tiny_data, tmp_path / 'frozen', 1, sparse_lr=0.0)
-    assert not frozen.model.entity.weight.requires_grad
+    assert not frozen.model.encoder.entity.weight.requires_grad
     assert frozen.sparse_params == []
-    before = frozen.model.entity.weight.detach().clone()
+    before = frozen.model.encoder.entity.weight.detach().clone()
     dense_before = [p.detach().clone() for p in frozen.dense_params]
     frozen.train_step()
-    assert torch.equal(frozen.model.entity.weight, before)
+    assert torch.equal(frozen.model.encoder.entity.weight, before)
     assert any(not torch.equal(p, q)
                for p, q in zip(frozen.dense_params, dense_before))
     with pytest.raises(ValueError, match='sparse_lr'):
@@ -146,11 +187,11 @@ def test_dense_adam_is_fused_and_stays_fused_on_resume(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize('name,kw', [('metar', {}), ('moemeta', {}),
-                                     ('moemeta', dict(aggregate=False))])
+                                     ('moemeta', dict(aggregator=None))])
 def test_mixed_precision_trains(tiny_data, tmp_path, name, kw):
     # bfloat16 autocast: the aggregator leaves its hand-written kernels for
     # the autograd path and the experts run in their parameters' dtype.
-    from pyg_fewshot.models import build_model
+
     torch.manual_seed(0)
     model = build_model(name, tiny_data, embedding_dim=8, **kw)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}

@@ -1,14 +1,21 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pyg_fewshot.data.modalities import set_modality
+from pyg_fewshot.data.modalities import modality_features, set_modality
 from pyg_fewshot.data.sampler import EpisodeSampler
 from pyg_fewshot.evaluation import evaluate
 from pyg_fewshot.meta import MetaLearner, MetaTrainer
+from pyg_fewshot.models import (FusionAdapterConfig, MetaR, MetaRConfig,
+                                MoEMetaConfig, build_model)
 from pyg_fewshot.models.fusion_adapter import FusionAdapter
+from pyg_fewshot.nn import EntityEncoder, MLPRelationMeta
 
-SMALL = dict(embedding_dim=8, hidden_channels=[16], adapter_hidden=6)
+METAR = dict(embedding_dim=8, hidden_channels=(16, ))
+MOE = {'num_experts': 4, 'top_k': 2, 'hidden_channels': 8,
+       'gate_hidden_channels': 8}
 
 
 @pytest.fixture
@@ -22,16 +29,39 @@ def mm_data(tiny_data):
     return tiny_data
 
 
-def make(data, **kwargs):
+def make(data, backbone=None, dropout=None, **kwargs):
+    r"""A small FusionAdapter over MetaR (or ``backbone``); ``dropout`` is
+    the MetaR relation-meta dropout."""
     torch.manual_seed(0)
-    small = dict(SMALL)
-    if kwargs.get('backbone') == 'moemeta':
-        small.pop('hidden_channels')  # MetaR's relation-meta MLP only
-    return FusionAdapter.from_data(data, **{**small, **kwargs})
+    if backbone is None:
+        metar = dict(METAR)
+        if dropout is not None:
+            metar['dropout'] = dropout
+        backbone = MetaRConfig(**metar)
+    kwargs.setdefault('adapter_hidden', 6)
+    return build_model('fusionadapter', data, backbone=backbone, **kwargs)
 
 
 def params(model):
     return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def diversity_by_hand(model, ids, gamma):
+    r"""The diversity loss of the entities ``ids`` (each occurrence counted)
+    from their structural embeddings and adapters, one term at a time."""
+    with torch.no_grad():
+        es = model.backbone.encoder.entity.weight[ids]
+        want = 0.0
+        for name in model.modalities:
+            adapted = model.fusion.adapters[name](
+                getattr(model, f'x_{name}')[ids])
+            present = getattr(model, f'mask_{name}')[ids]
+            terms = [max(F.cosine_similarity(adapted[i], es[i], dim=0).item()
+                         - gamma, 0.0)
+                     for i in range(ids.numel()) if present[i]]
+            if terms:
+                want += sum(terms) / len(terms)
+    return want
 
 
 def test_embed_is_structure_plus_masked_adapters(mm_data):
@@ -46,10 +76,28 @@ def test_embed_is_structure_plus_masked_adapters(mm_data):
         expected = expected + m * model.fusion.adapters[name](x)
     assert torch.allclose(out, expected, atol=1e-6)
     # MetaR-backed: the backbone's relation meta and scoring are reused.
+    assert isinstance(model.backbone, MetaR)
     assert model.adapt_keys == ('rel', )
-    assert model.config['backbone'] == 'metar'
-    assert model.config['modalities'] == ['image', 'text']
-    assert model.config['modality_dims'] == [7, 5]
+    assert isinstance(model.config, FusionAdapterConfig)
+    assert model.config.backbone == MetaRConfig(**METAR)
+    assert model.config.modalities is None  # every modality of the data
+    assert model.modalities == ['image', 'text']
+    assert model.modality_dims == [7, 5]
+
+
+def test_composition_by_hand_equals_from_config(mm_data):
+    built = make(mm_data)
+    torch.manual_seed(0)
+    features, masks = modality_features(mm_data)
+    backbone = MetaR(EntityEncoder(40, 8),
+                     MLPRelationMeta(16, 8, hidden_channels=(16, )))
+    composed = FusionAdapter(backbone, features, masks, adapter_hidden=6)
+    a, b = built.state_dict(), composed.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    idx = torch.arange(40)
+    assert torch.equal(built.eval().embed(idx), composed.eval().embed(idx))
 
 
 def test_missing_modality_masks(mm_data):
@@ -74,27 +122,52 @@ def test_diversity_loss_in_init_local_matches_hand_computation(mm_data):
     learner = MetaLearner(model)
     ep = EpisodeSampler(mm_data, 2, 3, 6, seed=1).sample()
     sup_h, sup_t, *_ = learner.embed_episode(ep)
-    _, aux = model.init_local(sup_h, sup_t)
+    out = model.init_local(ep.support, sup_h, sup_t)
+    assert set(out.aux_losses) == {'diversity'}
+    aux = out.aux_losses['diversity']
 
     ids = torch.cat([ep.support[..., 0].reshape(-1),
                      ep.support[..., 1].reshape(-1)])
-    with torch.no_grad():
-        es = model.backbone.entity.weight[ids]
-        want = 0.0
-        for name in ('image', 'text'):
-            adapted = model.fusion.adapters[name](
-                getattr(model, f'x_{name}')[ids])
-            present = getattr(model, f'mask_{name}')[ids]
-            terms = [max(F.cosine_similarity(adapted[i], es[i], dim=0).item()
-                         - gamma, 0.0)
-                     for i in range(ids.numel()) if present[i]]
-            want += sum(terms) / len(terms)
+    want = diversity_by_hand(model, ids, gamma)
+    assert want > 0
     assert aux.item() == pytest.approx(lam * want, rel=1e-5)
+    assert out.aux_loss.item() == pytest.approx(lam * want, rel=1e-5)
 
     # The loss trains the adapters (and the structural embeddings).
     aux.backward()
     assert model.fusion.adapters['text'].lin1.weight.grad.abs().sum() > 0
-    assert model.backbone.entity.weight.grad is not None
+    assert model.backbone.encoder.entity.weight.grad is not None
+
+
+def test_support_diversity_uses_the_latest_row_of_each_id(mm_data):
+    # The records are kept by entity id: an entity embedded twice since the
+    # last init_local() counts with its latest representation (here: its
+    # latest modality mask).
+    model = make(mm_data, adapter_dropout=0.0).train()
+    support = torch.tensor([[[0, 3], [5, 8]], [[3, 11], [2, 0]]])
+    ids = torch.cat([support[..., 0].reshape(-1),
+                     support[..., 1].reshape(-1)])
+    uniq = ids.unique()
+    text = model.mask_text.clone()
+    full = diversity_by_hand(model, ids, 0.0)
+    model.set_modality_mask('text', torch.zeros_like(text))
+    image_only = diversity_by_hand(model, ids, 0.0)
+    assert image_only < full
+
+    model.embed(uniq)  # text masked off
+    model.set_modality_mask('text', text)
+    model.embed(uniq.flip(0).view(2, -1))  # text back: these rows count
+    got = model.support_diversity(support)
+    assert got.item() == pytest.approx(full, rel=1e-5)
+    # The records were consumed.
+    with pytest.raises(RuntimeError, match='embed'):
+        model.support_diversity(support)
+
+    model.embed(uniq)
+    model.set_modality_mask('text', torch.zeros_like(text))
+    model.embed(uniq)
+    assert model.support_diversity(support).item() == pytest.approx(
+        image_only, rel=1e-5)
 
 
 def test_outer_loss_adds_diversity_and_lambda_zero(mm_data):
@@ -103,6 +176,7 @@ def test_outer_loss_adds_diversity_and_lambda_zero(mm_data):
     ep = EpisodeSampler(mm_data, 1, 3, 8).sample()
     loss, logs = learner.loss(ep)
     assert logs['aux_loss'] > 0
+    assert logs['aux/diversity'] == logs['aux_loss']
     assert loss.item() == pytest.approx(
         (logs['query_loss'] + logs['aux_loss']).item(), rel=1e-6)
     assert model._records == []  # consumed by init_local
@@ -110,43 +184,76 @@ def test_outer_loss_adds_diversity_and_lambda_zero(mm_data):
     model0 = make(mm_data, diversity_weight=0.0)
     _, logs0 = MetaLearner(model0).loss(ep)
     assert logs0['aux_loss'] == 0 and model0._records == []
+    assert 'aux/diversity' not in logs0
 
 
 def test_init_local_needs_rows_from_embed_in_training(mm_data):
     model = make(mm_data).train()
     x = torch.randn(2, 1, 8)
+    support = torch.tensor([[[1, 2]], [[3, 4]]])
     with pytest.raises(RuntimeError, match='embed'):
-        model.init_local(x, x)
+        model.init_local(support, x, x)
     model.embed(torch.tensor([1, 2]))
-    with pytest.raises(RuntimeError, match='not produced by embed'):
-        model.init_local(x, x)
+    with pytest.raises(RuntimeError, match='2 of 4 support entities'):
+        model.init_local(support, x, x)
+    # Ids embedded since the last init_local(): the rows passed in do not
+    # matter, the records are found by id.
+    model.embed(torch.tensor([1, 2, 3, 4]))
+    out = model.init_local(support, x, x)
+    assert out.aux_losses['diversity'] > 0
     model.eval()
-    model.init_local(x, x)  # no diversity loss in eval mode
+    out = model.init_local(support, x, x)  # no diversity loss in eval mode
+    assert out.aux_losses == {}
 
 
-def test_support_objective_matches_meta_learner(mm_data):
-    model = make(mm_data).eval()
-    learner = MetaLearner(model, inner_steps=2, inner_lr=0.5, margin=0.7)
-    model.inner_steps, model.inner_lr, model.margin = 2, 0.5, 0.7
-    h, t, n = (model.embed(torch.randint(0, 40, (1, 3))) for _ in range(3))
-    local, _ = model.backbone.init_local(h, t)
-    want = learner.support_loss(learner.adapt(local, h, t, n), h, t, n)
-    assert model.support_objective(h, t, n).item() == pytest.approx(
-        want.item(), rel=1e-6)
-    model.tta_learner = learner
-    assert model.support_objective(h, t, n).item() == pytest.approx(
-        want.item(), rel=1e-6)
+def tuned_adapters(model, learner, support, neg):
+    return model.tune_adapters(support, neg, learner)
+
+
+def test_tuning_uses_the_learner_it_is_given(mm_data):
+    model = make(mm_data, tta_lr=1e-2).eval()
+    support = torch.tensor([[0, 13], [5, 18]])
+    neg = torch.tensor([7, 9])
+    frozen = MetaLearner(model, inner_lr=0.0)
+    stepped = MetaLearner(model, inner_lr=5.0)
+    a = tuned_adapters(model, frozen, support, neg)
+    b = tuned_adapters(model, stepped, support, neg)
+    assert set(a) == set(model.adapter_parameters())
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    # Deterministic for a learner, and a learner without inner steps tunes
+    # as one with a zero step does (the inner loop is the learner's).
+    again = tuned_adapters(model, stepped, support, neg)
+    no_steps = tuned_adapters(model, MetaLearner(model, inner_steps=0),
+                              support, neg)
+    for k in a:
+        assert torch.equal(b[k], again[k]), k
+        assert torch.equal(a[k], no_steps[k]), k
+    # The support loss is the learner's too (its margin).
+    wide = tuned_adapters(model, MetaLearner(model, inner_lr=0.0, margin=3.0),
+                          support, neg)
+    assert any(not torch.equal(a[k], wide[k]) for k in a)
+    # The objective is the learner's support loss after its inner loop.
+    h = model.embed(support[:, 0]).unsqueeze(0)
+    t = model.embed(support[:, 1]).unsqueeze(0)
+    n = model.embed(neg).unsqueeze(0)
+    local = model.init_local(support.unsqueeze(0), h, t).local
+    assert model.support_objective(frozen, support.unsqueeze(0), h, t,
+                                   n).item() == pytest.approx(
+        frozen.support_loss(local, h, t, n).item(), rel=1e-6)
+    with pytest.raises(TypeError, match='learner'):
+        model.task_scope(support, neg)
 
 
 def test_adapter_tuning_changes_no_backbone_parameter(mm_data):
     model = make(mm_data, tta_lr=1e-2).eval()
+    learner = MetaLearner(model)
     before = params(model)
     support = torch.tensor([[0, 13], [5, 18]])
     neg = torch.tensor([7, 9])
     idx = torch.arange(40)
     outside = model.embed(idx)
     with torch.no_grad():
-        with model.task_scope(support, neg):
+        with model.task_scope(support, neg, learner):
             assert not model.fusion.training  # ranking: dropout off
             inside = model.embed(idx)
             assert torch.equal(inside, model.embed(idx))
@@ -154,7 +261,7 @@ def test_adapter_tuning_changes_no_backbone_parameter(mm_data):
                 assert torch.equal(v, before[k]), k  # clones were tuned
     # The adapters were tuned ...
     assert not torch.allclose(inside, outside)
-    tuned = model.tune_adapters(support, neg)
+    tuned = model.tune_adapters(support, neg, learner)
     assert any(not torch.equal(tuned[k], v)
                for k, v in model.adapter_parameters().items())
     # ... nothing else, and nothing carried over.
@@ -163,7 +270,7 @@ def test_adapter_tuning_changes_no_backbone_parameter(mm_data):
         assert v.grad is None
     assert torch.equal(model.embed(idx), outside)
     # The backbone's view of the entities does not move inside the scope.
-    with torch.no_grad(), model.task_scope(support, neg):
+    with torch.no_grad(), model.task_scope(support, neg, learner):
         assert torch.equal(model.backbone.embed(idx),
                            model.backbone.embed(idx))
 
@@ -198,35 +305,51 @@ def test_checkpoint_roundtrip_and_errors(mm_data):
     model = make(mm_data)
     state = model.state_dict()
     assert not any(k.startswith(('x_', 'mask_')) for k in state)
-    clone = FusionAdapter.from_data(mm_data,
-                                    **{**model.config, 'pretrained': False})
+    backbone = dataclasses.replace(model.config.backbone, pretrained=False)
+    clone = build_model(dataclasses.replace(model.config, backbone=backbone),
+                        mm_data)
     clone.load_state_dict(state)
     idx = torch.arange(10)
     assert torch.equal(clone.eval().embed(idx), model.eval().embed(idx))
 
-    with pytest.raises(ValueError, match='feature sizes'):
-        FusionAdapter.from_data(mm_data, modality_dims=[3, 5])
+    # Features of other sizes than the checkpoint's adapters: refused.
+    other = mm_data.clone()
+    set_modality(other, 'text', torch.randn(40, 3))
+    with pytest.raises(RuntimeError, match='size mismatch'):
+        build_model(model.config, other).load_state_dict(state)
     with pytest.raises(ValueError, match='backbone'):
-        FusionAdapter.from_data(mm_data, backbone='transe')
-    text_only = FusionAdapter.from_data(mm_data, modalities=['text'],
-                                        **SMALL)
+        build_model('fusionadapter', mm_data, backbone='transe')
+    text_only = make(mm_data, modalities=['text'])
     assert list(text_only.fusion.adapters) == ['text']
+    with pytest.raises(ValueError, match=r'shape \(39, 5\)'):
+        FusionAdapter(model.backbone, {'text': torch.zeros(39, 5)})
+    with pytest.raises(ValueError, match='tta_steps'):
+        FusionAdapter(model.backbone, {'text': torch.zeros(40, 5)},
+                      tta_steps=-1)
+    with pytest.raises(TypeError, match='another FusionAdapter'):
+        FusionAdapter(model, {'text': torch.zeros(40, 5)})
     del mm_data['entity'].x_text, mm_data['entity'].x_image
     with pytest.raises(ValueError, match='at least one modality'):
-        FusionAdapter.from_data(mm_data)
+        make(mm_data)
     with pytest.raises(TypeError, match='FewShotModel'):
         FusionAdapter(torch.nn.Linear(2, 2), {'text': torch.zeros(40, 2)})
 
 
 def test_moemeta_backbone(mm_data):
-    model = make(mm_data, backbone='moemeta', num_experts=4, top_k=2,
-                 expert_hidden=8)
+    model = make(mm_data, backbone=MoEMetaConfig(
+        embedding_dim=8, relation_meta_kwargs=dict(MOE, load_balance=0.1)))
     assert model.adapt_keys == ('rel', 'p_h', 'p_r', 'p_t')
+    assert model.default_inner_lr == model.backbone.default_inner_lr == 0.05
     learner = MetaLearner(model)
     ep = EpisodeSampler(mm_data, 2, 3, 8).sample()
     loss, logs = learner.loss(ep)
     loss.backward()
     assert torch.isfinite(loss) and logs['aux_loss'] > 0
+    # The backbone's auxiliary loss and routing pass through.
+    assert logs['aux/load_balance'] > 0 and logs['aux/diversity'] > 0
+    assert logs['aux_loss'].item() == pytest.approx(
+        (logs['aux/load_balance'] + logs['aux/diversity']).item(), rel=1e-6)
+    assert 'routing/max_share' in logs
     assert model.fusion.adapters['image'].lin2.weight.grad is not None
     before = params(model)
     res = evaluate(model, mm_data, 'test', 2, learner)

@@ -27,13 +27,18 @@ def planted():
 
 
 @pytest.mark.parametrize('name,kwargs,factor', [
-    ('moemeta', dict(num_experts=8, top_k=2, expert_hidden=32), 3.0),
+    ('moemeta', dict(relation_meta_kwargs=dict(
+        num_experts=8, top_k=2, hidden_channels=32, gate_hidden_channels=32)),
+     3.0),
     ('metar', dict(hidden_channels=(64, )), 2.0),
 ])
 def test_meta_training_learns_planted_structure(planted, tmp_path, name,
                                                 kwargs, factor):
     torch.manual_seed(0)
-    model = build_model(name, planted, **kwargs)
+    # The size of the pretrained vectors.
+    model = build_model(name, planted, embedding_dim=16, **kwargs)
+    assert torch.equal(model.encoder.entity.weight.detach(),
+                       planted['entity'].emb)
     learner = MetaLearner(model)
     before = evaluate(model, planted, 'test', 3, learner)['mrr']
     trainer = MetaTrainer(learner, EpisodeSampler(planted, 3, 3, 64, seed=0),

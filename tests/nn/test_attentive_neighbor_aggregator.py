@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pyg_fewshot.nn import AttentiveNeighborAggregator
-from pyg_fewshot.ops import csr_gather, unique_pairs
+from pyg_fewshot.ops import csr_gather, graph_pairs, unique_pairs
 
 
 D = 8
@@ -417,17 +417,97 @@ def test_new_options_validate():
                               'init=transe)')
 
 
-def test_fixed_message_learns_attention_and_scale_only():
-    x, x_rel, src, rel, batch = _small_edges(7)
-    agg = AttentiveNeighborAggregator(D, gate=False, act=None, mix='convex',
-                                      init='transe', residual_scale=0.2,
-                                      learn_message=False)
-    out = agg.forward_edges(x[:3], x_rel, x, batch, rel_index=rel,
-                            ent_index=src)
-    out.pow(2).sum().backward()
-    assert agg.lin_ent.weight.grad is None and agg.lin_rel.weight.grad is None
-    assert agg.att.grad is not None and agg.gamma.grad is not None
-    agg.reset_parameters()
-    assert torch.equal(agg.lin_ent.weight, torch.eye(D))
-    assert not agg.lin_ent.weight.requires_grad
-    assert repr(agg).endswith('learn_message=False)')
+def _lookup_case(seed=11, **kwargs):
+    rowptr, col_ent, col_rel, R = make_graph(num_triples=80)
+    torch.manual_seed(seed)
+    agg = AttentiveNeighborAggregator(D, **kwargs)
+    emb = torch.nn.Embedding(12, D, sparse=True)
+    x_rel = torch.randn(R, D, requires_grad=True)
+    pairs = graph_pairs(col_rel, col_ent, 12)
+    return agg, emb, x_rel, (rowptr, col_ent, col_rel), pairs
+
+
+def _run(agg, x_ent, x_rel, index, graph, seed=0, **kwargs):
+    r"""Output and gradients (entity table dense) of one forward."""
+    agg.zero_grad()
+    x_rel.grad = None
+    torch.manual_seed(seed)
+    out = agg(x_ent, x_rel, index, *graph, **kwargs)
+    (out * torch.arange(out.numel()).view_as(out).sin()).sum().backward()
+    table = x_ent.weight if isinstance(x_ent, torch.nn.Module) else x_ent
+    grads = [table.grad.to_dense(), x_rel.grad]
+    grads += [p.grad for p in agg.parameters()]
+    table.grad = None
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('kwargs', [
+    dict(max_neighbors=3),
+    dict(max_neighbors=None, gate=False, attention='mean'),
+    dict(max_neighbors=3, dropout=0.3, residual_scale=0.5),
+    dict(max_neighbors=3, init='transe', act=None, gate=False, mix='convex',
+         residual_scale=0.5, update_dropout=0.5),
+])
+def test_lookup_and_pairs_paths_match_table_path(training, kwargs):
+    # A look-up (sparse Embedding) and the graph's pair numbering take the
+    # path that looks up each row a batch needs once; in training both draw
+    # the same neighbour sample (and dropout masks) as the table path.
+    agg, emb, x_rel, graph, pairs = _lookup_case(**kwargs)
+    agg.train(training)
+    table = emb.weight.detach().clone().requires_grad_()
+    index = torch.tensor([[5, 0, 3], [0, 11, 5]])
+    ref, ref_grads = _run(agg, table, x_rel, index.view(-1), graph)
+    ref = ref.view(2, 3, D)
+    for x_ent, kw in ((emb, {}), (emb, dict(pairs=pairs)),
+                      (table, dict(pairs=pairs))):
+        out, grads = _run(agg, x_ent, x_rel, index, graph, **kw)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        for a, b in zip(grads, ref_grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # The entity rows' gradient touches only the rows this batch needs.
+    torch.manual_seed(0)
+    agg(emb, x_rel, index, *graph, pairs=pairs).sum().backward()
+    rows = emb.weight.grad.coalesce().indices().view(-1)
+    pos, _ = csr_gather(graph[0], index.unique(), agg.max_neighbors)
+    if not training:
+        needed = torch.cat([index.view(-1), graph[1][pos]]).unique()
+        assert torch.equal(rows, needed)
+
+
+def test_lookup_path_sorted_ids_and_attention():
+    agg, emb, x_rel, graph, pairs = _lookup_case(max_neighbors=3)
+    agg.eval()
+    index = torch.tensor([0, 2, 5, 11])  # sorted distinct: no gather
+    out = agg(emb, x_rel, index, *graph, pairs=pairs)
+    ref = agg(emb.weight, x_rel, index, *graph)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    out_a, (weight, batch, pos) = agg(emb, x_rel, index, *graph,
+                                      pairs=pairs, return_attention=True)
+    ref_a, (ref_w, ref_b, ref_p) = agg(emb.weight, x_rel, index, *graph,
+                                       return_attention=True)
+    torch.testing.assert_close(out_a, ref_a, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weight, ref_w, rtol=1e-5, atol=1e-6)
+    assert torch.equal(batch, ref_b) and torch.equal(pos, ref_p)
+
+
+def test_sample_neighbors_class_attribute():
+    class First(AttentiveNeighborAggregator):
+        sample_neighbors = False
+
+    rowptr, col_ent, col_rel, R = make_graph(num_triples=80)
+    x_ent, x_rel = torch.randn(12, D), torch.randn(R, D)
+    index = torch.arange(12)
+    torch.manual_seed(12)
+    first = First(D, max_neighbors=2)
+    torch.manual_seed(12)
+    sampled = AttentiveNeighborAggregator(D, max_neighbors=2)
+    args = (x_ent, x_rel, index, rowptr, col_ent, col_rel)
+    ref = first.eval()(*args)
+    first.train()
+    sampled.train()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        assert torch.equal(first(*args), ref)
+    torch.manual_seed(0)
+    assert not torch.allclose(sampled(*args), ref)

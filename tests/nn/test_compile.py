@@ -12,6 +12,7 @@ from pyg_fewshot.nn import (
     SparseMoERelationMeta,
     diversity_loss,
 )
+from pyg_fewshot.ops import graph_pairs
 
 
 BACKEND = 'aot_eager'
@@ -58,7 +59,7 @@ def test_compile_sparse_moe():
         out, routing = moe(x, batch, 6, return_routing=True)
         return out + routing.aux_loss
 
-    _check(fn, (x, batch), [x, moe.weight1, moe.weight2, moe.bias1])
+    _check(fn, (x, batch), [x, moe.experts.weight1, moe.experts.weight2, moe.experts.bias1])
 
 
 def test_compile_neighbor_aggregator_edges():
@@ -94,6 +95,29 @@ def test_compile_neighbor_aggregator_csr_eval():
                    num_edges=num_edges)
 
     _check(fn, (x, rel, index), [x, rel, agg.lin_rel.weight])
+
+
+def test_compile_neighbor_aggregator_lookup_eval():
+    # An entity look-up (as NeighborEncoder passes) and the pair numbering
+    # compile too: the deduplication, which reads sizes back, is skipped.
+    torch.manual_seed(5)
+    agg = AttentiveNeighborAggregator(8, max_neighbors=3).eval()
+    emb = torch.nn.Embedding(10, 8)
+    rel = torch.randn(4, 8, requires_grad=True)
+    rowptr = torch.tensor([0, 2, 7, 7, 9, 10, 14, 15, 16, 18, 20])
+    col_ent = torch.randint(0, 10, (20, ))
+    col_rel = torch.randint(0, 4, (20, ))
+    pairs = graph_pairs(col_rel, col_ent, 10)
+    index = torch.tensor([1, 2, 5, 0])
+    num_edges = int(rowptr.diff()[index].clamp(max=3).sum())
+
+    def fn(rel, index):
+        return agg(emb, rel, index, rowptr, col_ent, col_rel,
+                   num_edges=num_edges, pairs=pairs)
+
+    _check(fn, (rel, index), [emb.weight, rel, agg.lin_rel.weight])
+    ref = agg(emb.weight, rel, index, rowptr, col_ent, col_rel)
+    torch.testing.assert_close(fn(rel, index), ref)
 
 
 @pytest.mark.parametrize('mode', ['transd', 'paper'])

@@ -72,7 +72,7 @@ def test_layers_compose_with_rgcn():
                if p.grad is None or not torch.isfinite(p.grad).all()]
     # Experts never routed to have zero (not missing) gradients.
     assert missing == []
-    for name in ('conv1.weight', 'agg.lin_ent.weight', 'moe.gate.0.weight',
+    for name in ('conv1.weight', 'agg.lin_ent.weight', 'moe.router.gate.0.weight',
                  'proj.p_h', 'fusion.weight'):
         assert dict(net.named_parameters())[name].grad.abs().sum() > 0, name
 

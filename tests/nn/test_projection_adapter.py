@@ -5,6 +5,7 @@ import torch
 from torch.func import functional_call, grad
 
 from pyg_fewshot.nn import ProjectionAdapter
+from pyg_fewshot.ops import translational_distance
 
 
 B, K, D = 3, 4, 6
@@ -154,6 +155,57 @@ def test_functional_call_with_batched_parameters():
 
     g = grad(loss_fn)(dict(adapter.named_parameters()))
     assert g['p_r'].shape == (D, )
+
+
+@pytest.mark.parametrize('mode', ['transd', 'paper'])
+@pytest.mark.parametrize('shapes', [
+    ((B, 3, D), (B, 2, 3, D)),  # queries against aligned tails
+    ((B, D), (B, 2, D)),
+    ((B, 1, D), (B, 2, 5, D)),  # one head against a stack of candidates
+])
+def test_distance_is_the_norm_of_the_projected_difference(mode, shapes):
+    torch.manual_seed(10)
+    adapter = ProjectionAdapter(D, mode=mode, init_bound=0.3)
+    h, tails = torch.randn(*shapes[0]), torch.randn(*shapes[1])
+    rel = torch.randn(B, D)
+    local = {k: torch.randn(B, D) for k in ('p_h', 'p_r', 'p_t')}
+    dist = adapter.distance(h, tails, rel, local)
+    assert dist.shape == tails.shape[:-1]
+    for j in range(tails.size(1)):
+        h2, t2, r2 = adapter(h, tails[:, j], rel, local)
+        r2 = r2.view(B, *([1] * (h.dim() - 2)), D)
+        torch.testing.assert_close(dist[:, j], (h2 + r2 - t2).norm(dim=-1))
+    if mode == 'transd':  # the hand-written kernel itself
+        assert torch.equal(dist, translational_distance(
+            h, tails, rel, local['p_h'], local['p_r'], local['p_t']))
+    # local=None: the shared initialisation.
+    shared = {k: getattr(adapter, k).expand(B, D) for k in local}
+    torch.testing.assert_close(adapter.distance(h, tails, rel),
+                               adapter.distance(h, tails, rel, shared))
+
+
+@pytest.mark.parametrize('mode', ['transd', 'paper'])
+def test_distance_inner_step_gradients(mode):
+    # The inner loop differentiates the distance w.r.t. the local vectors
+    # and the outer loop differentiates through that gradient.
+    torch.manual_seed(11)
+    adapter = ProjectionAdapter(D, mode=mode, init_bound=0.3).double()
+    h = torch.randn(B, 3, D, dtype=torch.double)
+    tails = torch.randn(B, 2, 3, D, dtype=torch.double)
+    rel = torch.randn(B, D, dtype=torch.double, requires_grad=True)
+    local = {k: torch.randn(B, D, dtype=torch.double, requires_grad=True)
+             for k in ('p_h', 'p_r', 'p_t')}
+
+    def margin(dist):
+        return torch.relu(1.0 + dist[:, 0] - dist[:, 1]).mean()
+
+    def loss(rel, p_h, p_r, p_t):
+        local = dict(p_h=p_h, p_r=p_r, p_t=p_t)
+        return margin(adapter.distance(h, tails, rel, local))
+
+    inputs = (rel, *local.values())
+    assert torch.autograd.gradcheck(loss, inputs)
+    assert torch.autograd.gradgradcheck(loss, inputs)
 
 
 def test_repr_reset_errors():

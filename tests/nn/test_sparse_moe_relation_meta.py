@@ -2,34 +2,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _moe_reference import dense_einsum, dense_reference
 from pyg_fewshot.nn import MoERouting, SparseMoERelationMeta
+from pyg_fewshot.nn.sparse_moe_relation_meta import (GroupedExperts,
+                                                     TokenReorderer,
+                                                     TopKRouter)
 from pyg_fewshot.ops import grouped_mm_available, segment_matmul
 from pyg_fewshot.ops.segment import _segment_matmul_op
-
-
-def dense_reference(moe: SparseMoERelationMeta, x, batch, num_tasks):
-    r"""Every expert on every pair, then the top-N picked: the published
-    code's computation, written independently of the module's kernels."""
-    logits = moe.gate(x)
-    probs = logits.softmax(dim=-1)
-    weights, experts = probs.topk(moe.top_k, dim=-1)
-    if moe.renormalize:
-        weights = weights / weights.sum(-1, keepdim=True)
-    if moe.scale_by_k:
-        weights = weights / moe.top_k
-    outs = []
-    for j in range(moe.num_experts):
-        h = moe.act(x @ moe.weight1[j] + moe.bias1[j])
-        outs.append(h @ moe.weight2[j] + moe.bias2[j])
-    all_out = torch.stack(outs, dim=1)  # [P, M, out]
-    picked = all_out.gather(
-        1,
-        experts.unsqueeze(-1).expand(-1, -1, all_out.size(-1)))
-    r = (picked * weights.unsqueeze(-1)).sum(1)
-    meta = torch.zeros(num_tasks, r.size(-1), dtype=r.dtype)
-    meta = meta.index_add(0, batch, r)
-    count = torch.bincount(batch, minlength=num_tasks).clamp(min=1)
-    return meta / count.unsqueeze(-1).to(r.dtype)
 
 
 def _params_and_grads(module, x):
@@ -73,7 +52,7 @@ def test_sparse_matches_dense_reference(dispatch, dims, options):
 
     # Weight gradients of experts that were never chosen are exactly zero.
     unused = routing.counts == 0
-    assert grads[1 + 0][unused].abs().max() == 0  # weight1
+    assert grads[1][unused].abs().max() == 0  # experts.weight1
 
     x.grad = None
     moe.zero_grad()
@@ -81,34 +60,56 @@ def test_sparse_matches_dense_reference(dispatch, dims, options):
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_dense_dispatch_option_and_float64():
+def test_float64_runs_the_loop_and_matches_both_dense_forms():
     torch.manual_seed(1)
     moe = SparseMoERelationMeta(12, 6, num_experts=8, top_k=2,
                                 hidden_channels=5).double()
     x = torch.randn(10, 12, dtype=torch.float64)
     batch = torch.arange(10) // 5
     out = moe(x, batch, 2)  # float64: grouped_mm unavailable -> loop
-    assert not grouped_mm_available(x, moe.weight1)
-    moe.dispatch = 'dense'
-    torch.testing.assert_close(moe(x, batch, 2), out)
+    assert not grouped_mm_available(x, moe.experts.weight1)
     torch.testing.assert_close(dense_reference(moe, x, batch, 2), out)
+    torch.testing.assert_close(
+        dense_reference(moe, x, batch, 2, kernel=dense_einsum), out)
 
 
 def test_chunked_dispatch_matches():
     torch.manual_seed(9)
     moe = SparseMoERelationMeta(16, 8, num_experts=8, top_k=3,
-                                hidden_channels=8, chunk_size=None)
+                                hidden_channels=8, chunk_size=None,
+                                load_balance=0.1)
     x = torch.randn(50, 16, requires_grad=True)
     batch = torch.arange(50) // 5
     out, routing = moe(x, batch, 10, return_routing=True)
-    g = torch.autograd.grad(out.square().sum(), (x, moe.weight1))
+    g = torch.autograd.grad(out.square().sum(), (x, moe.experts.weight1))
     moe.chunk_size = 7
     out2, routing2 = moe(x, batch, 10, return_routing=True)
-    g2 = torch.autograd.grad(out2.square().sum(), (x, moe.weight1))
+    g2 = torch.autograd.grad(out2.square().sum(), (x, moe.experts.weight1))
     torch.testing.assert_close(out2, out)
+    # Counts add up over the chunks, so the loss sees the whole batch.
     assert torch.equal(routing2.counts, routing.counts)
+    torch.testing.assert_close(routing2.aux_loss, routing.aux_loss)
     for a, b in zip(g, g2):
         torch.testing.assert_close(a, b)
+
+
+def test_forward_tasks_is_the_mean_over_each_tasks_pairs():
+    torch.manual_seed(12)
+    moe = SparseMoERelationMeta(16, 8, num_experts=8, top_k=3,
+                                hidden_channels=8, load_balance=0.1)
+    x = torch.randn(4, 5, 16, requires_grad=True)
+    rel, routing = moe.forward_tasks(x)
+    assert rel.shape == (4, 8)
+    assert routing.experts.shape == (20, 3)
+    batch = torch.arange(4).repeat_interleave(5)
+    ref, ref_routing = moe(x.flatten(0, 1), batch, 4, return_routing=True)
+    torch.testing.assert_close(rel, ref)
+    for a, b in zip(routing, ref_routing):
+        assert torch.equal(a, b)
+    r, _ = moe.forward_pairs(x.flatten(0, 1))
+    assert torch.equal(rel, r.view(4, 5, -1).mean(dim=1))
+    g, = torch.autograd.grad(rel.sum() + routing.aux_loss, (x, ))
+    assert torch.isfinite(g).all()
 
 
 def test_routing_information():
@@ -130,6 +131,9 @@ def test_routing_information():
     assert (routing.experts.sort(-1).values.diff(dim=-1) > 0).all()
     assert (routing.weights.diff(dim=-1) <= 0).all()
     assert routing.aux_loss.dim() == 0 and float(routing.aux_loss) == 0.0
+    probs, weights, experts = moe.route(x)
+    assert torch.equal(probs, routing.probs)
+    assert torch.equal(experts, routing.experts)
 
 
 def test_renormalize_and_scale():
@@ -154,13 +158,19 @@ def test_load_balancing_loss():
     expected = 0.1 * 4 * (frac * routing.probs.mean(0)).sum()
     torch.testing.assert_close(routing.aux_loss, expected)
     routing.aux_loss.backward()
-    assert moe.gate[0].weight.grad.abs().sum() > 0
+    assert moe.router.gate[0].weight.grad.abs().sum() > 0
+    # Uniform routing gives exactly the weight.
+    uniform = torch.full((10, 4), 0.25)
+    counts = torch.full((4, ), 5)
+    torch.testing.assert_close(
+        moe.router.load_balancing_loss(uniform, counts), torch.tensor(0.1))
 
 
 def test_noisy_gating():
     torch.manual_seed(5)
     moe = SparseMoERelationMeta(8, 4, num_experts=6, top_k=2,
                                 hidden_channels=4, noisy_gating=True)
+    assert moe.router.noise.weight.abs().max() == 0  # starts at zero
     x = torch.randn(40, 8)
     moe.train()
     torch.manual_seed(10)
@@ -172,7 +182,7 @@ def test_noisy_gating():
     out, routing = moe(x, return_routing=True)
     torch.testing.assert_close(routing.probs, a)  # reproducible under seed
     out.sum().backward()
-    assert moe.noise.weight.grad is not None
+    assert moe.router.noise.weight.grad is not None
     moe.eval()
     torch.testing.assert_close(moe(x), moe(x))  # no noise in evaluation
 
@@ -187,9 +197,41 @@ def test_determinism_under_seed_and_reset():
     x = torch.randn(12, 16)
     batch = torch.arange(12) // 4
     torch.testing.assert_close(m1(x, batch, 3), m2(x, batch, 3))
-    before = m1.weight1.detach().clone()
+    before = m1.experts.weight1.detach().clone()
     m1.reset_parameters()
-    assert not torch.equal(before, m1.weight1)
+    assert not torch.equal(before, m1.experts.weight1)
+
+
+@pytest.mark.parametrize('gate_hidden', [64, None])
+def test_initial_values_follow_the_documented_draw_order(gate_hidden):
+    # Under a seed the layer draws: the gate's Linears at their
+    # construction, the experts, the gate again; reset_parameters() draws
+    # the experts, then the gate. Parameters list the experts first.
+    kw = dict(hidden_channels=gate_hidden, noisy_gating=True)
+    torch.manual_seed(7)
+    moe = SparseMoERelationMeta(10, 6, num_experts=4, top_k=2,
+                                hidden_channels=5,
+                                gate_hidden_channels=gate_hidden,
+                                noisy_gating=True)
+    torch.manual_seed(7)
+    router = TopKRouter(10, 4, 2, **kw)
+    experts = GroupedExperts(4, 10, 5, 6)
+    router.reset_parameters()
+    expected = list(experts.parameters()) + list(router.parameters())
+    names = [n for n, _ in moe.named_parameters()]
+    assert names[:4] == ['experts.weight1', 'experts.bias1',
+                         'experts.weight2', 'experts.bias2']
+    assert names[-2:] == ['router.noise.weight', 'router.noise.bias']
+    for p, q in zip(moe.parameters(), expected, strict=True):
+        assert torch.equal(p, q)
+
+    torch.manual_seed(8)
+    moe.reset_parameters()
+    torch.manual_seed(8)
+    experts.reset_parameters()
+    router.reset_parameters()
+    for p, q in zip(moe.parameters(), expected, strict=True):
+        assert torch.equal(p, q)
 
 
 def test_num_tasks_inferred_and_empty_task():
@@ -214,6 +256,53 @@ def test_repr_and_errors():
         SparseMoERelationMeta(4, 4, num_experts=3, top_k=4)
     with pytest.raises(ValueError):
         SparseMoERelationMeta(4, 4, dispatch='magic')
+    with pytest.raises(ValueError):  # the dense reference lives in tests
+        SparseMoERelationMeta(4, 4, dispatch='dense')
+
+
+def test_token_reorderer_sorts_stably_by_expert():
+    experts = torch.tensor([[2, 0], [0, 3], [2, 1], [3, 0]])
+    weights = torch.arange(8, dtype=torch.float).view(4, 2)
+    scores, token, counts = TokenReorderer(5, 2)(weights, experts)
+    assert counts.tolist() == [3, 1, 2, 2, 0]
+    # Expert 0: pairs 0, 1, 3 in order; then 1: pair 2; 2: pairs 0, 2; ...
+    assert token.tolist() == [0, 1, 3, 2, 0, 2, 1, 3]
+    assert scores.tolist() == [1., 2., 7., 5., 0., 4., 3., 6.]
+
+
+@pytest.mark.parametrize('dispatch', ['grouped_mm', 'loop'])
+def test_grouped_experts_run_each_expert_on_its_rows(dispatch):
+    torch.manual_seed(13)
+    ex = GroupedExperts(3, 7, 5, 4, act='tanh')
+    x = torch.randn(4, 7)
+    experts = torch.tensor([[1, 0], [1, 2], [0, 2], [2, 1]])
+    weights = torch.rand(4, 2)
+    scores, token, counts = TokenReorderer(3, 2)(weights, experts)
+    y = ex(x, token, scores, counts, dispatch)
+    assert y.shape == (8, 4)
+    expert_of_row = torch.arange(3).repeat_interleave(counts)
+    for row in range(8):
+        j, p = int(expert_of_row[row]), int(token[row])
+        h = torch.tanh(x[p] @ ex.weight1[j] + ex.bias1[j])
+        torch.testing.assert_close(y[row], scores[row] * h @ ex.weight2[j])
+    bias = ex.output_bias(experts, weights)
+    torch.testing.assert_close(
+        bias, (weights.unsqueeze(-1) * ex.bias2[experts]).sum(1))
+
+
+def test_top_k_router_standalone():
+    torch.manual_seed(14)
+    router = TopKRouter(6, 5, 2, hidden_channels=None, renormalize=True,
+                        noisy_gating=True)
+    assert isinstance(router.gate, torch.nn.Linear)
+    assert router.noise.weight.abs().max() == 0
+    probs, weights, experts = router.eval()(torch.randn(9, 6))
+    torch.testing.assert_close(probs.sum(-1), torch.ones(9))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(9))
+    assert torch.equal(probs.topk(2, dim=-1).indices, experts)
+    assert float(router.load_balancing_loss(probs, torch.zeros(5))) == 0.0
+    with pytest.raises(ValueError):
+        TopKRouter(6, 5, 6)
 
 
 @pytest.mark.parametrize('mode', ['grouped_mm', 'loop'])

@@ -8,7 +8,7 @@ import pytest
 from _cli import files_under, run_cli, write_dataset
 
 FAST = ['--max-steps', '2', '--eval-every', '1', '--batch-size', '8',
-        '--dim', '8', '--quiet', '--model-arg', 'hidden_channels=(8,)']
+        '--dim', '8', '--quiet', '--set', 'model.hidden_channels=[8]']
 
 
 pytestmark = pytest.mark.usefixtures('cli_cache')

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-import pyg_fewshot.cli.main as cli
+import pyg_fewshot.data as data_module
 from pyg_fewshot.cli.main import main
 from pyg_fewshot.data import load_dataset
 from pyg_fewshot.meta import MetaLearner, load_checkpoint
@@ -79,8 +79,10 @@ def moemeta_run(tmp_path, capsys):
     data = write_dataset(tmp_path / 'data')
     run = str(tmp_path / 'moe')
     assert run_cli(['train', '--model', 'moemeta', '--dataset', data,
-                    '--output', run, '--model-arg', 'num_experts=4',
-                    '--model-arg', 'top_k=2'] + FAST, capsys)[0] == 0
+                    '--output', run, '--set',
+                    'model.relation_meta_kwargs.num_experts=4', '--set',
+                    'model.relation_meta_kwargs.top_k=2'] + FAST,
+                   capsys)[0] == 0
     return run
 
 
@@ -122,7 +124,8 @@ def test_keyboard_interrupt(monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, 'load_dataset', interrupted)
+    # The pretrain command imports it when it runs.
+    monkeypatch.setattr(data_module, 'load_dataset', interrupted)
     code, out, err = run_cli(['pretrain', '--dim', '8'], capsys)
     assert out == ''
     assert_one_line(code, err, 'pyg-fewshot pretrain: interrupted',
@@ -138,7 +141,7 @@ def test_programming_error_keeps_traceback(error, monkeypatch):
     def broken(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(cli, 'load_dataset', broken)
+    monkeypatch.setattr(data_module, 'load_dataset', broken)
     with pytest.raises(type(error)) as e:
         main(['pretrain', '--dim', '8'])
     assert e.value is error
@@ -163,8 +166,8 @@ def test_device_cuda_without_cuda(tmp_path, capsys):
     out = str(tmp_path / 'run')
     code, _, err = run_cli(['train', '--model', 'metar', '--device', 'cuda',
                             '--output', out] + FAST, capsys)
-    assert_one_line(code, err, 'pyg-fewshot train: error: --device cuda but '
-                    'no CUDA device is available')
+    assert_one_line(code, err, "pyg-fewshot train: error: device 'cuda' "
+                    "asked for, but no CUDA device is available")
     assert files_under(out) == []
 
 
@@ -180,3 +183,28 @@ def test_console_entry_point(tmp_path):
     assert res.returncode == 2 and res.stdout == ''
     assert res.stderr.splitlines() == [
         f'pyg-fewshot evaluate: error: {e.value}']
+
+
+@pytest.mark.parametrize('name,text,message', [
+    ('run.yaml', 'trainer:\n  lr: [0.01\n',
+     "cannot parse '{path}' (line 3, column 1): expected ',' or ']', but "
+     "got '<stream end>'"),
+    ('run.json', '{"trainer": {"lr": 0.01,}}',
+     "cannot parse '{path}' (line 1, column 25): Expecting property name "
+     "enclosed in double quotes"),
+    ('run.yaml', '- 1\n- 2\n',
+     "'{path}' must hold a mapping of settings, not a list"),
+    ('run.toml', 'lr = 1\n',
+     "unknown configuration format '.toml' of '{path}'; expected .yaml, "
+     ".yml or .json"),
+], ids=['yaml-syntax', 'json-syntax', 'not-a-mapping', 'unknown-suffix'])
+def test_unreadable_config_file(name, text, message, tmp_path, capsys):
+    path = tmp_path / name
+    path.write_text(text)
+    out = str(tmp_path / 'run')
+    code, stdout, err = run_cli(['train', '--config', str(path), '--output',
+                                 out], capsys)
+    assert stdout == ''
+    assert_one_line(code, err, 'pyg-fewshot train: error: ' +
+                    message.format(path=path))
+    assert not os.path.exists(out)

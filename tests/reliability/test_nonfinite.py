@@ -10,7 +10,7 @@ from pyg_fewshot.data.sampler import EpisodeSampler
 from pyg_fewshot.evaluation import (chance_level, count_rank_terms, evaluate,
                                     rank_candidates)
 from pyg_fewshot.meta import MetaLearner, MetaTrainer, load_checkpoint
-from pyg_fewshot.models import MetaR
+from pyg_fewshot.models import build_model
 
 
 def test_nan_true_score_ranks_last():
@@ -32,7 +32,8 @@ def test_nan_candidate_counts_as_higher():
 
 def test_all_nan_model_scores_below_chance(tiny_data):
     torch.manual_seed(0)
-    model = MetaR(tiny_data['entity'].num_nodes, 8, hidden_channels=(8, ))
+    model = build_model('metar', tiny_data, embedding_dim=8,
+                        hidden_channels=(8, ))
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(math.nan)
@@ -47,7 +48,8 @@ def test_all_nan_model_scores_below_chance(tiny_data):
 
 def _trainer(data, out, lr):
     torch.manual_seed(0)
-    model = MetaR(data['entity'].num_nodes, 8, hidden_channels=(8, ))
+    model = build_model('metar', data, embedding_dim=8,
+                        hidden_channels=(8, ))
     sampler = EpisodeSampler(data, 1, batch_size=8, seed=0)
     return MetaTrainer(MetaLearner(model), sampler, str(out),
                        validate=lambda: 0.0, lr=lr, max_steps=50,

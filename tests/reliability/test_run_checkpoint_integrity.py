@@ -18,7 +18,7 @@ from pyg_fewshot.data.fingerprint import data_fingerprint
 from pyg_fewshot.data.sampler import EpisodeSampler
 from pyg_fewshot.meta import MetaLearner, MetaTrainer
 from pyg_fewshot.meta.checkpoint import CheckpointError, state_checksum
-from pyg_fewshot.models import MetaR
+from pyg_fewshot.models import build_model
 
 UMLS = os.path.join(os.path.dirname(pyg_fewshot.__file__), 'data', 'bundled',
                     'umls_one')
@@ -141,8 +141,8 @@ def test_run_flipped_bytes_in_best_pt_are_refused(run, tmp_path):
 def test_run_flipped_bytes_in_last_pt_stop_a_resume(tiny_data, tmp_path):
     def trainer(steps):
         torch.manual_seed(0)
-        model = MetaR(tiny_data['entity'].num_nodes, 8,
-                      hidden_channels=(8, ))
+        model = build_model('metar', tiny_data, embedding_dim=8,
+                            hidden_channels=(8, ))
         sampler = EpisodeSampler(tiny_data, 2, batch_size=8, seed=0)
         return MetaTrainer(MetaLearner(model), sampler, str(tmp_path),
                            validate=lambda: 0.0, max_steps=steps,

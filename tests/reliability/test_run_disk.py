@@ -12,7 +12,7 @@ import torch
 import pyg_fewshot._io as io
 from pyg_fewshot.data.sampler import EpisodeSampler
 from pyg_fewshot.meta import MetaLearner, MetaTrainer, load_checkpoint
-from pyg_fewshot.models import MetaR
+from pyg_fewshot.models import build_model
 
 TORCH_FULL_DISK = ('[enforce fail at inline_container.cc:672] . unexpected '
                    'pos 704 vs 598')
@@ -20,7 +20,8 @@ TORCH_FULL_DISK = ('[enforce fail at inline_container.cc:672] . unexpected '
 
 def make_trainer(data, out, steps):
     torch.manual_seed(0)
-    model = MetaR(data['entity'].num_nodes, 8, hidden_channels=(8, ))
+    model = build_model('metar', data, embedding_dim=8,
+                        hidden_channels=(8, ))
     sampler = EpisodeSampler(data, 2, batch_size=8, seed=0)
     return MetaTrainer(MetaLearner(model), sampler, str(out),
                        validate=lambda: 0.0, max_steps=steps, eval_every=2,

@@ -95,7 +95,8 @@ def test_run_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     # ... to the uninterrupted run's results, and left no lock or temporary
     # file of the killed process behind.
     assert read_results(part) == read_results(full)
-    assert sorted(os.listdir(part)) == ['best.pt', 'last.pt', 'results.json']
+    assert sorted(os.listdir(part)) == ['best.pt', 'config.yaml', 'last.pt',
+                                        'results.json']
 
 
 @pytest.mark.slow
@@ -114,4 +115,5 @@ def test_run_killed_and_resumed_nproc_2_equals_uninterrupted(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_results(part) == read_results(full)
-    assert sorted(os.listdir(part)) == ['best.pt', 'last.pt', 'results.json']
+    assert sorted(os.listdir(part)) == ['best.pt', 'config.yaml', 'last.pt',
+                                        'results.json']

@@ -1,4 +1,6 @@
-r"""Optimisers for parameters with sparse (row) gradients."""
+r"""The row-wise Adam for parameters with sparse (row) gradients, shared by
+TransE pretraining (:mod:`pyg_fewshot.data.pretrain`) and meta-training
+(:class:`~pyg_fewshot.meta.MetaTrainer`)."""
 import math
 from itertools import chain
 from typing import Any, Dict, Iterable, Optional, Tuple, Union
@@ -6,10 +8,12 @@ from typing import Any, Dict, Iterable, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..ops import unique_ids
+from .ops import unique_ids
 
 #: Moment buffers start with room for this many rows.
 _MIN_CAPACITY = 1024
+#: Where :math:`\epsilon` enters the denominator (``eps_mode``).
+EPS_MODES = ('sparse_adam', 'adam')
 
 
 def _coalesced_rows(grad: Tensor) -> Tuple[Tensor, Tensor]:
@@ -74,14 +78,29 @@ class LazySparseAdam(torch.optim.Optimizer):
     A row without state behaves as one with zero moments, which is what
     :class:`~torch.optim.SparseAdam` stores for it.
 
-    Speed: on CPU and CUDA the rows are updated by PyTorch's fused Adam
-    kernel (one pass over the gathered rows instead of about ten), which
-    evaluates the same formula in another order, so the weights agree with
-    :class:`~torch.optim.SparseAdam` to rounding (a few units in the last
-    place), not bit for bit; other devices and dtypes use SparseAdam's own
-    sequence of operations. A gradient whose rows are already distinct, as
-    from an embedding lookup of distinct ids, is used without
-    :meth:`~torch.Tensor.coalesce`'s sort.
+    With ``eps_mode='adam'``, :math:`\epsilon` is added after the bias
+    correction, as in :class:`torch.optim.Adam`,
+
+    .. math::
+        \mathbf{w}_i \leftarrow \mathbf{w}_i - \frac{\eta}{1 - \beta_1^t}
+        \frac{\mathbf{m}_i}{\sqrt{\mathbf{v}_i / (1 - \beta_2^t)}
+        + \epsilon},
+
+    a different update (while :math:`\sqrt{\mathbf{v}_i}` is of the order of
+    :math:`\epsilon`). It is what TransE pretraining
+    (:func:`~pyg_fewshot.data.pretrain.pretrain_transe`) was written with,
+    and this mode evaluates it with that code's sequence of operations on
+    every device, unfused, so that the cached vectors, and every result made
+    from them, stay the same to the bit.
+
+    Speed: on CPU and CUDA the rows of the default mode are updated by
+    PyTorch's fused Adam kernel (one pass over the gathered rows instead of
+    about ten), which evaluates the same formula in another order, so the
+    weights agree with :class:`~torch.optim.SparseAdam` to rounding (a few
+    units in the last place), not bit for bit; other devices and dtypes use
+    SparseAdam's own sequence of operations. A gradient whose rows are
+    already distinct, as from an embedding lookup of distinct ids, is used
+    without :meth:`~torch.Tensor.coalesce`'s sort.
 
     The state of a parameter is ``step`` (int), ``slot`` (``[N]`` int64),
     ``rows`` (slot :math:`\to` row, int64), ``exp_avg`` and ``exp_avg_sq``
@@ -101,6 +120,11 @@ class LazySparseAdam(torch.optim.Optimizer):
         eps (float, optional): :math:`\epsilon`. (default: :obj:`1e-8`)
         maximize (bool, optional): Maximise the objective instead.
             (default: :obj:`False`)
+        eps_mode (str, optional): ``'sparse_adam'`` (:math:`\epsilon` added
+            to :math:`\sqrt{\mathbf{v}_i}`, as
+            :class:`~torch.optim.SparseAdam`) or ``'adam'`` (added to the
+            bias-corrected root, as :class:`~torch.optim.Adam`).
+            (default: :obj:`'sparse_adam'`)
 
     Shapes:
         - **param:** ``[N, *]``
@@ -112,7 +136,8 @@ class LazySparseAdam(torch.optim.Optimizer):
     def __init__(self, params: Iterable[Any],
                  lr: Union[float, Tensor] = 1e-3,
                  betas: Tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, maximize: bool = False) -> None:
+                 eps: float = 1e-8, maximize: bool = False,
+                 eps_mode: str = 'sparse_adam') -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError('Tensor lr must be 1-element')
         if not 0.0 < lr:
@@ -123,7 +148,11 @@ class LazySparseAdam(torch.optim.Optimizer):
             raise ValueError(f'Invalid beta parameter at index 0: {betas[0]}')
         if not 0.0 <= betas[1] < 1.0:
             raise ValueError(f'Invalid beta parameter at index 1: {betas[1]}')
-        defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize)
+        if eps_mode not in EPS_MODES:
+            raise ValueError(f"Invalid 'eps_mode' '{eps_mode}' (expected "
+                             f"one of {', '.join(EPS_MODES)})")
+        defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize,
+                        eps_mode=eps_mode)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group['params']:
@@ -136,6 +165,12 @@ class LazySparseAdam(torch.optim.Optimizer):
                 if p.dim() == 0:
                     raise ValueError(f'{self.__class__.__name__} needs '
                                      f'parameters with a row dimension')
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # State dicts saved before 'eps_mode' existed.
+        for group in self.param_groups:
+            group.setdefault('eps_mode', 'sparse_adam')
 
     # State ------------------------------------------------------------------
     @staticmethod
@@ -219,6 +254,7 @@ class LazySparseAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             beta1, beta2 = group['betas']
             eps, maximize = group['eps'], group['maximize']
+            eps_mode = group['eps_mode']
             lr = group['lr']
             lr = float(lr) if isinstance(lr, Tensor) else lr
             for p in group['params']:
@@ -244,8 +280,12 @@ class LazySparseAdam(torch.optim.Optimizer):
                 if values.numel() == 0:
                     continue
                 slot = self._slots(state, p, index)
-                self._update_rows(p, state, index, slot, values, lr, beta1,
-                                  beta2, eps, maximize)
+                if eps_mode == 'adam':
+                    self._update_rows_adam(p, state, index, slot, values, lr,
+                                           beta1, beta2, eps, maximize)
+                else:
+                    self._update_rows(p, state, index, slot, values, lr,
+                                      beta1, beta2, eps, maximize)
         return loss
 
     @staticmethod
@@ -287,6 +327,29 @@ class LazySparseAdam(torch.optim.Optimizer):
         exp_avg.index_copy_(0, slot, m)
         exp_avg_sq.index_copy_(0, slot, v)
         p.index_add_(0, index, delta)
+
+    @staticmethod
+    def _update_rows_adam(p: Tensor, state: Dict[str, Any], index: Tensor,
+                          slot: Tensor, values: Tensor, lr: float,
+                          beta1: float, beta2: float, eps: float,
+                          maximize: bool) -> None:
+        r"""``eps_mode='adam'`` on the distinct rows ``index``."""
+        step = state['step']
+        bias_correction1 = 1.0 - beta1**step
+        bias_correction2 = 1.0 - beta2**step
+        if maximize:
+            values = -values
+        # The operations and their order are those the cached TransE
+        # vectors were made with (a fused kernel, or sqrt(v) / sqrt(bc2),
+        # rounds differently): keep them.
+        m = state['exp_avg'].index_select(0, slot).mul_(beta1).add_(
+            values, alpha=1 - beta1)
+        v = state['exp_avg_sq'].index_select(0, slot).mul_(beta2).addcmul_(
+            values, values, value=1 - beta2)
+        state['exp_avg'].index_copy_(0, slot, m)
+        state['exp_avg_sq'].index_copy_(0, slot, v)
+        denom = v.div_(bias_correction2).sqrt_().add_(eps)
+        p.index_add_(0, index, m.div_(denom), alpha=-lr / bias_correction1)
 
     # Checkpoints ------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:

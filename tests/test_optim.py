@@ -3,8 +3,8 @@ import io
 import pytest
 import torch
 
-from pyg_fewshot.meta import LazySparseAdam
-from pyg_fewshot.meta import optim as optim_module
+from pyg_fewshot import optim as optim_module
+from pyg_fewshot.optim import LazySparseAdam
 
 N, D = 50, 4
 
@@ -170,3 +170,101 @@ def test_errors():
         opt.step()
     with pytest.raises(ValueError, match='learning rate'):
         LazySparseAdam([w], lr=0.0)
+    with pytest.raises(ValueError, match="Invalid 'eps_mode' 'fused'"):
+        LazySparseAdam([w], eps_mode='fused')
+
+
+class RowAdam:
+    r"""TransE pretraining's optimiser before it became
+    ``LazySparseAdam(eps_mode='adam')`` (pyg_fewshot/data/pretrain.py at
+    b39fae6), kept as the reference the cached vectors were made with."""
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+        self.params = list(params)
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.state = [(torch.zeros_like(p), torch.zeros_like(p))
+                      for p in self.params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        b1, b2 = self.betas
+        c1 = 1.0 - b1**self.t
+        c2 = 1.0 - b2**self.t
+        for p, (m, v) in zip(self.params, self.state):
+            g = p.grad.coalesce()
+            idx, val = g.indices()[0], g.values()
+            m_rows = m.index_select(0, idx).mul_(b1).add_(val, alpha=1 - b1)
+            v_rows = v.index_select(0, idx).mul_(b2).addcmul_(
+                val, val, value=1 - b2)
+            m.index_copy_(0, idx, m_rows)
+            v.index_copy_(0, idx, v_rows)
+            denom = v_rows.div_(c2).sqrt_().add_(self.eps)
+            p.index_add_(0, idx, m_rows.div_(denom), alpha=-self.lr / c1)
+
+
+@pytest.mark.parametrize('kw', [dict(lr=0.01), dict(lr=0.1, eps=1e-3)])
+def test_adam_eps_mode_is_row_adam_bit_for_bit(kw):
+    # Two tables, rows drawn with many repeats, gradients coalesced as
+    # pretrain_transe does: the vectors it caches must not change by a bit.
+    torch.manual_seed(0)
+    embs = [torch.nn.Embedding(n, 16, sparse=True) for n in (300, 7)]
+    ref = [torch.nn.Embedding(n, 16, sparse=True) for n in (300, 7)]
+    for a, b in zip(embs, ref):
+        b.load_state_dict(a.state_dict())
+    params = [e.weight for e in embs]
+    opt = LazySparseAdam(params, eps_mode='adam', **kw)
+    opt_ref = RowAdam([e.weight for e in ref], **kw)
+    for step in range(30):
+        idx = torch.randint(0, 300, (2, 64))
+        rel = torch.randint(0, 7, (64, ))
+        for (ent, r), o in (((embs[0], embs[1]), opt),
+                            ((ref[0], ref[1]), opt_ref)):
+            for p in (ent.weight, r.weight):
+                p.grad = None
+            x = ent(idx[0]) + r(rel) - ent(idx[1])
+            x.abs().sum(-1).pow(2).mean().backward()
+            if o is opt:
+                for p in params:
+                    p.grad = p.grad.coalesce()
+            o.step()
+    for a, b in zip(embs, ref):
+        assert torch.equal(a.weight, b.weight)
+
+
+def test_adam_eps_mode_is_adam():
+    # Dense in all rows every step, it is torch.optim.Adam's update.
+    torch.manual_seed(0)
+    a = torch.nn.Embedding(20, 4, sparse=True)
+    b = torch.nn.Embedding(20, 4)
+    b.load_state_dict(a.state_dict())
+    opt_a = LazySparseAdam(a.parameters(), lr=0.1, eps=1e-2,
+                           eps_mode='adam')
+    opt_b = torch.optim.Adam(b.parameters(), lr=0.1, eps=1e-2,
+                             foreach=False)
+    idx = torch.arange(20)
+    for step in range(5):
+        for emb, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            (emb(idx)**2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(a.weight, b.weight, rtol=1e-6, atol=1e-7)
+    # The two modes differ while sqrt(v) is of the order of eps.
+    w, _ = run(LazySparseAdam, lr=0.1, eps=1e-1)
+    w_adam, _ = run(LazySparseAdam, lr=0.1, eps=1e-1, eps_mode='adam')
+    assert not torch.allclose(w, w_adam)
+
+
+def test_eps_mode_state_dict():
+    w, opt = run(LazySparseAdam, steps=STEPS[:3], eps_mode='adam')
+    sd = opt.state_dict()
+    assert sd['param_groups'][0]['eps_mode'] == 'adam'
+    w2 = torch.nn.Parameter(w.detach().clone())
+    opt2 = LazySparseAdam([w2])
+    opt2.load_state_dict(sd)
+    assert opt2.param_groups[0]['eps_mode'] == 'adam'
+    # A state dict from before 'eps_mode' existed is SparseAdam's update.
+    del sd['param_groups'][0]['eps_mode']
+    opt3 = LazySparseAdam([w2], eps_mode='adam')
+    opt3.load_state_dict(sd)
+    assert opt3.param_groups[0]['eps_mode'] == 'sparse_adam'
