@@ -30,7 +30,7 @@ from _common import REPO, load_average, machine, shared_dataset, \
     write_output
 
 LINE = re.compile(r'^round \d+: (?P<label>.+), (?P<k>\d+)-shot: '
-                  r'(?P<rate>[\d,]+) tasks/s$')
+                  r'(?P<rate>[\d,]+) tasks/s')
 
 
 def worktree(commit: str, root: str) -> str:

@@ -271,3 +271,25 @@ def test_run_train_returns_results_and_reuses_a_finished_run(
     os.remove(os.path.join(out, 'best.pt'))
     assert common.run_train(args) == json.loads(json.dumps(res))
     assert not os.path.exists(os.path.join(out, 'best.pt'))
+
+
+@pytest.mark.parametrize('name,preset,shots,steps,every', [
+    ('metar', 'nell-one/metar-1shot', 1, 10000, 1000),
+    ('moemeta-transe-sd50', 'nell-one/moemeta-1shot', 1, 10000, 1000),
+    ('metar-bgtasks', 'nell-one/metar-hybrid-1shot', 1, 10000, 1000),
+    ('moemeta-transe-sd50-bgtasks', 'nell-one/moemeta-hybrid-1shot', 1,
+     10000, 1000),
+    ('metar', 'nell-one/metar-5shot', 5, 5000, 500),
+    ('moemeta-transe-sd50', 'nell-one/moemeta-5shot', 5, 5000, 500)])
+def test_nell_one_presets_are_the_reproduction_configurations(
+        name, preset, shots, steps, every):
+    # A preset must rerun exactly one run of the table it names.
+    import reproduce_nell_one
+    from pyg_fewshot.cli.main import build_parser, run_config
+    grid = build_parser().parse_args(
+        ['train'] + list(reproduce_nell_one.CONFIGS[name]) +
+        ['--dataset', 'nell-one', '--pretrain', '--shots', str(shots),
+         '--seed', '0', '--max-steps', str(steps), '--eval-every',
+         str(every), '--batch-size', '1024'])
+    named = build_parser().parse_args(['train', '--preset', preset])
+    assert run_config(grid) == run_config(named)

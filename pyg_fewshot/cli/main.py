@@ -66,16 +66,14 @@ _OPTION_KEYS = {
 
 def run_config(args: argparse.Namespace) -> Any:
     r"""The :class:`~pyg_fewshot.pipeline.RunConfig` of ``train``'s options:
-    the configuration file (``--config``), then the options given on the
-    command line, then every ``--set KEY=VALUE`` in order."""
-    from ..models import model_config
-    from ..pipeline import RunConfig
-    config = (RunConfig.load(args.config) if args.config else RunConfig())
-    if args.model is not None and args.model != config.model.name:
-        config.model = model_config(args.model)
-    elif args.model is None and not args.config:
-        raise ValueError('argument --model is required without --config '
-                         f"(one of {', '.join(MODEL_NAMES)})")
+    the presets (``--preset``, in order), the configuration file
+    (``--config``), ``--model``, the options given on the command line, then
+    every ``--set KEY=VALUE`` in order."""
+    from ..pipeline import resolve_config
+    if args.model is None and not args.config and not args.preset:
+        raise ValueError('argument --model is required without --config or '
+                         f"--preset (one of {', '.join(MODEL_NAMES)})")
+    config = resolve_config(args.config, args.preset, args.model)
     items = [f'{key}={_yaml_value(getattr(args, dest))}'
              for dest, key in _OPTION_KEYS.items()
              if getattr(args, dest) is not None]
@@ -107,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
     from ..pipeline import run
     config = run_config(args)
     result = run(config, args.output, resume=not args.no_resume,
-                 progress=not args.quiet)
+                 progress=not args.quiet, trackers=args.tracker)
     _print_metrics('dev ', result.dev)
     _print_metrics('test', result.test)
     base = result.test_random_baseline
@@ -169,11 +167,37 @@ def cmd_experts(args: argparse.Namespace) -> Dict[str, Any]:
           f"{stats['collapsed']}")
     if not args.no_plot:
         png = os.path.join(out_dir, 'experts.png')
-        plot_activation_heatmap(analysis, png, title=(
-            f"{config.model.name} on {config.data.dataset}, "
-            f"{config.episodes.shots}-shot"))
+        # Titled with the run's model, dataset, shots, seed and config
+        # hash; the statistics above are written on the figure too.
+        plot_activation_heatmap(analysis, png, config=config)
         print(f'heatmap written to {png}')
     return report
+
+
+def _presets_module() -> Any:
+    r"""``pyg_fewshot.pipeline.presets`` without the package's
+    ``__init__`` (which imports torch for :class:`RunConfig`): listing the
+    preset files needs the standard library only."""
+    import importlib.util
+    name = f'{__package__.rpartition(".")[0]}.pipeline.presets'
+    if name in sys.modules:
+        return sys.modules[name]
+    path = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), 'pipeline', 'presets.py')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    # Not registered in sys.modules: a later `import pyg_fewshot.pipeline`
+    # still loads the package (and this module) the ordinary way.
+    spec.loader.exec_module(module)
+    return module
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    # Reads the preset files only: no torch import.
+    presets = _presets_module().list_presets()
+    width = max(len(name) for name, _ in presets)
+    for name, description in presets:
+        print(f'{name:<{width}}  {description}')
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -286,6 +310,15 @@ _DEBUG_HELP = ('show the Python traceback of an error instead of one line '
                '(also: PYG_FEWSHOT_DEBUG=1; default: off)')
 
 
+def _thread_defaults() -> None:
+    r"""Lets idle OpenMP workers sleep instead of spinning, unless the user
+    chose (``OMP_WAIT_POLICY``). Spinning workers on a shared machine whose
+    other cores are busy made the README's main job several times slower
+    (docs/benchmarks.md, ``benchmarks/cli_threads.py``). It must happen
+    before torch is imported, which is why the CLI imports it lazily."""
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='pyg-fewshot',
@@ -303,9 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--config', default=None, metavar='FILE',
                    help='run configuration file (YAML or JSON; default: '
                    'none, every setting at its default)')
+    p.add_argument('--preset', action='append', default=[],
+                   metavar='NAME',
+                   help='a named configuration shipped with the package '
+                   '(repeatable, laid under --config; `pyg-fewshot presets` '
+                   'lists them) (default: none)')
     p.add_argument('--model', default=None, choices=MODEL_NAMES,
-                   help="model to train (required without --config; "
-                   "default: the configuration file's)")
+                   help="model to train (required without --config or --preset; "
+                   "default: the configuration file's or preset's)")
     p.add_argument('--dataset', default=None,
                    help="'umls-one' (bundled) or a folder in the standard "
                    "few-shot layout (default: umls-one)")
@@ -358,7 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "'last.pt' (default: resume)")
     p.add_argument('--quiet', action='store_true',
                    help='no progress bar (default: shown)')
+    p.add_argument('--tracker', action='append', default=[],
+                   choices=['tensorboard', 'csv', 'json', 'mlflow', 'wandb'],
+                   help='report the losses, dev MRR, expert routing and '
+                   'final metrics into the run folder (repeatable; '
+                   'tensorboard, mlflow and wandb need their package) '
+                   '(default: none)')
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser('presets', help='list the named configurations '
+                       '(--preset) with what each reproduces')
+    p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser('evaluate', help='re-evaluate a saved run')
     p.add_argument('--checkpoint', required=True,
@@ -440,6 +488,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    _thread_defaults()
     prog = f'{parser.prog} {args.command}'
     debug = args.debug or _debug_env()
     try:

@@ -452,6 +452,19 @@ class FewShotKGDataset(InMemoryDataset):
                 f"{s['num_test_relations']})")
 
 
+#: Folders (separated by ``os.pathsep``) searched for a dataset given by
+#: name, *e.g.* ``PYG_FEWSHOT_DATA=../shared/data`` for ``'nell-one'``.
+DATA_PATH_ENV = 'PYG_FEWSHOT_DATA'
+
+
+def _in_data_path(name: str) -> Optional[str]:
+    for folder in os.environ.get(DATA_PATH_ENV, '').split(os.pathsep):
+        path = osp.join(osp.expanduser(folder), name)
+        if folder and osp.isdir(path):
+            return osp.abspath(path)
+    return None
+
+
 def load_dataset(name_or_path: str = 'umls-one', root: Optional[str] = None,
                  **kwargs: Any) -> FewShotKGDataset:
     r"""Loads a few-shot KG.
@@ -459,7 +472,8 @@ def load_dataset(name_or_path: str = 'umls-one', root: Optional[str] = None,
     Args:
         name_or_path (str): ``'umls-one'`` (the default) for the copy bundled
             with the package, else a folder in the standard layout (read
-            only).
+            only), given by its path or by its name inside one of the
+            folders of ``$PYG_FEWSHOT_DATA``.
         root (str, optional): Where processed files go
             (``<root>/processed``). (default: ``$PYG_FEWSHOT_HOME/<name>-<h>``
             or ``~/.cache/pyg_fewshot/<name>-<h>`` with ``<h>`` a short hash
@@ -472,10 +486,16 @@ def load_dataset(name_or_path: str = 'umls-one', root: Optional[str] = None,
     else:
         raw = osp.abspath(osp.expanduser(str(name_or_path)))
         if not osp.isdir(raw):
+            raw = _in_data_path(str(name_or_path)) or raw
+        if not osp.isdir(raw):
+            where = os.environ.get(DATA_PATH_ENV)
             raise MissingRawFilesError(
                 f"'{name_or_path}' is neither a bundled dataset "
                 f"({BUNDLED_NAMES[0]}) nor an existing folder in the "
-                f"standard few-shot layout")
+                f"standard few-shot layout" + (
+                    f" nor a folder of ${DATA_PATH_ENV} ({where})" if where
+                    else f" (set ${DATA_PATH_ENV} to the folder that "
+                    f"holds it to load it by name)"))
         name = osp.basename(osp.normpath(raw))
     kwargs.setdefault('name', name)
     if root is None:

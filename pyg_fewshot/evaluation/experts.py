@@ -2,6 +2,7 @@ r"""Which experts each relation activates in a
 :class:`~pyg_fewshot.models.MoEMeta` model, and whether the experts
 collapsed."""
 import math
+import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -159,35 +160,96 @@ def relation_specificity(activation: Tensor, pairs: Tensor) -> float:
     return max(0.0, mutual) / h_e
 
 
+def describe_configuration(config: Any) -> str:
+    r"""One line naming a run by its configuration: model, dataset, shots,
+    seed and configuration hash, *e.g.* ``'moemeta on umls-one, 1-shot,
+    seed 0, config 3f2a9c0d1b7e'``.
+
+    Args:
+        config (RunConfig or dict): The run's configuration (as
+            :func:`~pyg_fewshot.pipeline.load_run` returns it), or its
+            nested dict (the ``config`` of ``results.json``).
+    """
+    from .. import _config
+    d = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+    dataset = str(d['data']['dataset'])
+    if os.sep in dataset or (os.altsep and os.altsep in dataset):
+        # A folder: its name, as the dataset's processed cache names it.
+        dataset = os.path.basename(os.path.normpath(dataset))
+    return (f"{d['model']['name']} on {dataset}, "
+            f"{d['episodes']['shots']}-shot, seed {d['seed']}, config "
+            f'{_config.config_hash(d)}')
+
+
+def describe_statistics(stats: Dict[str, Any]) -> str:
+    r"""The collapse statistics of :func:`load_statistics` (and
+    :func:`expert_activations`) as two lines of text."""
+    lines = [
+        f"effective experts {stats['effective_experts']:.2f}, experts used "
+        f"{stats['experts_used']}/{stats['num_experts']}, largest share "
+        f"{stats['max_share']:.3f}",
+        f"normalised entropy {stats['normalized_entropy']:.3f}, collapsed: "
+        f"{'yes' if stats['collapsed'] else 'no'}",
+    ]
+    if 'relation_specificity' in stats:
+        lines[1] += (f", relation specificity "
+                     f"{stats['relation_specificity']:.3f}")
+    return '\n'.join(lines)
+
+
 def plot_activation_heatmap(analysis: Dict[str, Any], path: str,
-                            title: str = 'Expert activation') -> None:
+                            title: str = 'Expert activation',
+                            config: Any = None) -> Any:
     r"""Saves the relation × expert activation heatmap (the MoEMeta paper's
-    expert-activation figure) as a PNG. Needs :mod:`matplotlib`
-    (``pip install pyg_fewshot[plot]``)."""
+    expert-activation figure) as a PNG, with the collapse statistics of
+    ``analysis['statistics']`` (effective experts, experts used, largest
+    share, normalised entropy, collapsed or not) written under it. Needs
+    :mod:`matplotlib` (``pip install pyg_fewshot[plot]``).
+
+    Args:
+        analysis (dict): What :func:`expert_activations` returns.
+        path (str): The PNG file.
+        title (str, optional): The figure's title.
+            (default: :obj:`'Expert activation'`)
+        config (RunConfig or dict, optional): The run's configuration: the
+            title then names its model, dataset, shots, seed and
+            configuration hash (:func:`describe_configuration`).
+            (default: :obj:`None`)
+
+    Returns:
+        The :class:`matplotlib.figure.Figure`.
+    """
     try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as e:  # pragma: no cover - optional dependency
         raise ImportError("plotting needs matplotlib: pip install "
                           "'pyg_fewshot[plot]'") from e
     act = analysis['activation'].numpy()
     names = [f"{n.split(':')[-1]} ({s})"
              for n, s in zip(analysis['relations'], analysis['splits'])]
-    fig, ax = plt.subplots(figsize=(max(6, 0.25 * act.shape[1] + 3),
-                                    max(3, 0.22 * len(names) + 1.5)))
+    stats = analysis.get('statistics')
+    if config is not None:
+        title = f'{title}: {describe_configuration(config)}'
+    # A Figure without pyplot: no GUI backend, no global state (PNG through
+    # the Agg canvas).
+    fig = Figure(figsize=(max(6, 0.25 * act.shape[1] + 3),
+                          max(3, 0.22 * len(names) + 1.5)
+                          + (0.5 if stats else 0)),
+                 layout='constrained')
+    ax = fig.subplots()
     im = ax.imshow(act, aspect='auto', cmap='viridis', vmin=0, vmax=1)
     ax.set_xlabel('expert')
     ax.set_ylabel('relation')
     ax.set_yticks(range(len(names)))
     ax.set_yticklabels(names, fontsize=6)
-    ax.set_title(title)
+    fig.suptitle(title, fontsize=9)
     fig.colorbar(im, ax=ax, label='share of pairs routed to the expert')
-    fig.tight_layout()
+    if stats:
+        fig.supxlabel(describe_statistics(stats), fontsize=8)
     from .._io import atomic_path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150, format='png')
-    plt.close(fig)
+    return fig
 
 
 def metrics_by_category(per_relation: Dict[str, Dict[str, Any]],

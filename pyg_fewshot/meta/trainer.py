@@ -4,7 +4,7 @@ import contextlib
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -112,6 +112,12 @@ class MetaTrainer:
             stays in evaluation mode, so training goes on without dropout
             (and with batch norm frozen). (default: :obj:`False`)
         progress (bool, optional): Show a tqdm bar. (default: :obj:`True`)
+        callbacks (Sequence, optional): Objects told of the run's progress
+            (*e.g.* the experiment trackers of :mod:`pyg_fewshot.pipeline`):
+            ``on_step(step, logs)`` after every step with its losses and
+            ``on_validation(step, entry)`` after every validation with its
+            history entry (``score``, ``train_loss``); either method may be
+            missing. (default: :obj:`None`)
     """
     def __init__(self, learner: MetaLearner, sampler: EpisodeSampler,
                  output_dir: str,
@@ -124,7 +130,8 @@ class MetaTrainer:
                  metadata: Optional[Dict[str, Any]] = None,
                  run_config: Optional[Dict[str, Any]] = None,
                  keep_eval_mode: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True,
+                 callbacks: Optional[Sequence[Any]] = None) -> None:
         # Rejected here rather than failing late (ZeroDivisionError at the
         # first step, no best.pt after 0 steps) or training the wrong way (a
         # negative rate or clip norm ascends the loss). NaN fails `0 < x`;
@@ -193,6 +200,10 @@ class MetaTrainer:
         self.bad_evals = 0
         self.history: List[Dict[str, float]] = []
         self.train_seconds = 0.0
+        # Query losses since the last validation, for the history's
+        # training curve (zero at every checkpoint, so not saved).
+        self._loss_sum, self._loss_steps = 0.0, 0
+        self.callbacks: List[Any] = list(callbacks or [])
 
     @classmethod
     def from_config(cls, learner: MetaLearner, sampler: EpisodeSampler,
@@ -200,7 +211,9 @@ class MetaTrainer:
                     validate: Optional[Callable[[], float]] = None,
                     run_config: Optional[Dict[str, Any]] = None,
                     metadata: Optional[Dict[str, Any]] = None,
-                    progress: bool = True) -> 'MetaTrainer':
+                    progress: bool = True,
+                    callbacks: Optional[Sequence[Any]] = None
+                    ) -> 'MetaTrainer':
         r"""The trainer of the optimisation settings ``config`` (see
         :class:`~pyg_fewshot.meta.TrainerConfig`); the other arguments are
         those of :class:`MetaTrainer`. ``run_config`` is what a run must
@@ -213,7 +226,8 @@ class MetaTrainer:
                    grad_clip=config.grad_clip, amp=config.amp,
                    sparse_lr=config.entity_lr, metadata=metadata,
                    run_config=run_config,
-                   keep_eval_mode=config.keep_eval_mode, progress=progress)
+                   keep_eval_mode=config.keep_eval_mode, progress=progress,
+                   callbacks=callbacks)
 
     # State -----------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -306,7 +320,13 @@ class MetaTrainer:
         for opt in self.optimizers:
             opt.step()
         self.step += 1
-        return {k: float(v) for k, v in logs.items()}
+        out = {k: float(v) for k, v in logs.items()}
+        self._loss_sum += out['query_loss']
+        self._loss_steps += 1
+        for cb in self.callbacks:
+            if hasattr(cb, 'on_step'):
+                cb.on_step(self.step, out)
+        return out
 
     def check_finite(self) -> None:
         r"""Raises :class:`FloatingPointError` naming the first parameter
@@ -326,7 +346,14 @@ class MetaTrainer:
         score = self.validate() if self.validate is not None else -math.inf
         # Every rank must take the same early-stopping decision.
         score = dist_utils.broadcast_object(score)
-        self.history.append({'step': self.step, 'score': score})
+        entry = {'step': self.step, 'score': score}
+        if self._loss_steps:
+            entry['train_loss'] = self._loss_sum / self._loss_steps
+        self._loss_sum, self._loss_steps = 0.0, 0
+        self.history.append(entry)
+        for cb in self.callbacks:
+            if hasattr(cb, 'on_validation'):
+                cb.on_validation(self.step, dict(entry))
         if score > self.best_score or self.validate is None:
             self.best_score, self.best_step, self.bad_evals = (
                 score, self.step, 0)

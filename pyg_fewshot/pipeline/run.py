@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch_geometric.data import HeteroData
@@ -26,6 +26,7 @@ from ..meta import distributed as dist_utils
 from ..meta.checkpoint import CheckpointError, check_data
 from ..models import FewShotModel, build_model
 from .config import RunConfig
+from .trackers import resolve_trackers
 
 RESULTS = 'results.json'
 
@@ -114,6 +115,47 @@ class RunResult:
         atomic_write_json(self.to_dict(), out)
         return out
 
+    def plot(self, path: Optional[str] = None) -> Any:
+        r"""The training curves: the mean query loss between validations
+        and the dev MRR at each validation (the best one marked), titled
+        with the run's model, dataset, shots and seed. Needs matplotlib
+        (``pip install 'pyg_fewshot[plot]'``).
+
+        Args:
+            path (str, optional): Also save the figure there (PNG, PDF ...
+                by its suffix).
+
+        Returns:
+            The :class:`matplotlib.figure.Figure`.
+        """
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as e:
+            raise ImportError("RunResult.plot() needs matplotlib: pip "
+                              "install 'pyg_fewshot[plot]'") from e
+        # A Figure without pyplot: no GUI backend, no global state.
+        fig = Figure(figsize=(9, 3.4), layout='constrained')
+        loss_ax, mrr_ax = fig.subplots(1, 2)
+        steps = [h['step'] for h in self.history]
+        losses = [(h['step'], h['train_loss']) for h in self.history
+                  if 'train_loss' in h]
+        if losses:
+            loss_ax.plot(*zip(*losses), marker='.')
+        loss_ax.set(xlabel='step', ylabel='mean query loss',
+                    title='training loss')
+        mrr_ax.plot(steps, [h['score'] for h in self.history], marker='.')
+        mrr_ax.axvline(self.best_step, color='grey', linestyle=':',
+                       label=f'best step {self.best_step}')
+        mrr_ax.set(xlabel='step', ylabel='dev MRR', title='validation')
+        mrr_ax.legend(loc='lower right')
+        c = self.config
+        fig.suptitle(f'{c.model.name} on {c.data.dataset}, '
+                     f'{c.episodes.shots}-shot, seed {c.seed}: test MRR '
+                     f"{self.test['mrr']:.3f}")
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
+
     def __str__(self) -> str:
         t = self.test
         return (f"{self.config.model.name} on {self.config.data.dataset}, "
@@ -124,7 +166,8 @@ class RunResult:
 
 
 def run(config: RunConfig, output: str = os.path.join('runs', 'latest'),
-        resume: bool = True, progress: bool = True) -> RunResult:
+        resume: bool = True, progress: bool = True,
+        trackers: Optional[Sequence[Any]] = None) -> RunResult:
     r"""Runs a configuration end to end and returns its :class:`RunResult`.
 
     Loads the data (:func:`~pyg_fewshot.data.load_data`), checks
@@ -148,6 +191,11 @@ def run(config: RunConfig, output: str = os.path.join('runs', 'latest'),
             starts afresh. (default: :obj:`True`)
         progress (bool, optional): Show a progress bar.
             (default: :obj:`True`)
+        trackers (Sequence, optional): Experiment trackers, by name
+            (``'tensorboard'``, ``'csv'``, ``'json'``, ``'mlflow'``,
+            ``'wandb'``; they write into ``output``) or as
+            :class:`~pyg_fewshot.pipeline.trackers.Tracker` objects.
+            (default: :obj:`None`)
     """
     if config.nproc > 1 and not dist_utils.launched_by_torchrun():
         # Fails here, before any worker starts, on a batch that does not
@@ -157,22 +205,22 @@ def run(config: RunConfig, output: str = os.path.join('runs', 'latest'),
         with run_lock(output):
             pass
         dist_utils.launch(_worker, config.nproc,
-                          (config, output, resume, progress))
+                          (config, output, resume, progress, trackers))
         with open(os.path.join(output, RESULTS)) as f:
             return RunResult.from_dict(json.load(f), output)
     try:
         # One writer per run folder, from the first check to results.json.
         with dist_utils.writer_lock(output):
-            return _run(config, output, resume, progress)
+            return _run(config, output, resume, progress, trackers)
     finally:
         dist_utils.cleanup()
 
 
 def _worker(config: RunConfig, output: str, resume: bool,
-            progress: bool) -> None:
+            progress: bool, trackers: Optional[Sequence[Any]]) -> None:
     try:
         with dist_utils.writer_lock(output):
-            _run(config, output, resume, progress)
+            _run(config, output, resume, progress, trackers)
     finally:
         dist_utils.cleanup()
 
@@ -196,7 +244,7 @@ def _load(config: RunConfig, pretrain: bool) -> Tuple[Any, HeteroData]:
 
 
 def _run(config: RunConfig, output: str, resume: bool,
-         progress: bool) -> RunResult:
+         progress: bool, trackers: Optional[Sequence[Any]]) -> RunResult:
     if config.device == 'cuda' and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for, but no CUDA device is "
                          'available')
@@ -229,12 +277,16 @@ def _run(config: RunConfig, output: str, resume: bool,
                         ties_policy=config.ties, seed=config.seed,
                         distributed=distributed)
 
+    # Only rank 0 reports, as only rank 0 writes.
+    tracking = resolve_trackers(trackers, output) if main_process else []
+    for tracker in tracking:
+        tracker.start(config.to_dict())
     trainer = MetaTrainer.from_config(
         learner, sampler, output, config.trainer,
         validate=lambda: evaluate_split('dev')['mrr'],
         run_config=config.resume_key(),
         metadata={'run_config': config.to_dict(), 'version': __version__},
-        progress=progress)
+        progress=progress, callbacks=tracking)
     summary = trainer.fit(resume=resume)
     trainer.load_best()
     dev = evaluate_split('dev')
@@ -246,14 +298,43 @@ def _run(config: RunConfig, output: str, resume: bool,
         stopped_early=summary['stopped_early'],
         train_seconds=summary['train_seconds'], history=summary['history'],
         output=output, model=model,
-        info=dict(threads=torch.get_num_threads(), nproc=world,
-                  version=__version__,
-                  torch_version=torch.__version__,
+        info=dict(environment(device), nproc=world,
                   data_fingerprint=trainer.run_config.get(
                       'data_fingerprint')))
     if main_process:
         result.save_to_directory(output)
+        for tracker in tracking:
+            tracker.finish(result.to_dict())
     return result
+
+
+def environment(device: Any = 'cpu') -> Dict[str, Any]:
+    r"""What a result needs to be reproduced and compared: the versions of
+    pyg_fewshot, torch, PyG and NumPy, the git commit of the package when
+    it runs from a checkout (with ``+dirty`` for uncommitted changes), the
+    thread count and the device."""
+    import numpy
+    import torch_geometric
+    return dict(version=__version__, torch_version=torch.__version__,
+                pyg_version=torch_geometric.__version__,
+                numpy_version=numpy.__version__, git_commit=_git_commit(),
+                threads=torch.get_num_threads(), device=str(device))
+
+
+def _git_commit() -> Optional[str]:
+    import subprocess
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(['git', '-C', here, 'rev-parse', 'HEAD'],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:  # an installed copy, not a checkout
+            return None
+        dirty = subprocess.run(['git', '-C', here, 'status', '--porcelain',
+                                '--untracked-files=no', '--', here],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
 
 
 def load_run(checkpoint: str, dataset: Optional[str] = None,
@@ -270,7 +351,9 @@ def load_run(checkpoint: str, dataset: Optional[str] = None,
         device (str, optional): Device to load onto. (default: ``'cpu'``)
 
     Returns:
-        ``(model, data, config)``.
+        ``(model, data, config)``, ``config`` the run's configuration as it
+        was trained (its :meth:`~RunConfig.config_hash` is that of the
+        run's ``results.json``, whatever ``dataset`` says).
     """
     path = checkpoint
     if os.path.isdir(path):
@@ -283,15 +366,18 @@ def load_run(checkpoint: str, dataset: Optional[str] = None,
             f"a version before {__version__}'s configuration files); "
             f"retrain it with this version")
     config = RunConfig.from_dict(stored, where=path)
+    # Where the data is read from and how the model is built here change
+    # no setting of the run: the returned configuration stays the run's.
+    where = config
     if dataset is not None:
-        config.data.dataset = dataset
+        where = dataclasses.replace(config, data=dataclasses.replace(
+            config.data, dataset=dataset))
     # The vectors come from the checkpoint, not from pretraining again.
-    _, data = _load(config, pretrain=False)
+    _, data = _load(where, pretrain=False)
     # Another KG (even the same one with renumbered entities) would load
     # and score, just meaninglessly: refuse it.
     check_data(state, data_fingerprint(data), path)
-    config.model = _without_pretrained(config.model)
-    model = build_model(config.model, data)
+    model = build_model(_without_pretrained(config.model), data)
     model.load_state_dict(state['model_state'])
     return model.to(device), data, config
 

@@ -127,7 +127,7 @@ def test_errors_are_clear(tmp_path, capsys):
     assert main(['train', '--output', str(tmp_path / 'o')]) == 2
     assert capsys.readouterr().err.splitlines() == [
         'pyg-fewshot train: error: argument --model is required without '
-        '--config (one of fusionadapter, metar, moemeta)']
+        '--config or --preset (one of fusionadapter, metar, moemeta)']
 
 
 def test_module_entry_point():

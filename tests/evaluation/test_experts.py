@@ -109,3 +109,109 @@ def test_expert_activations_need_a_routing_model(tiny_data):
                       relation_meta_kwargs=MOE)
     with pytest.raises(ValueError, match='no task relations'):
         expert_activations(moe, tiny_data, splits=())
+
+
+# The expert-activation figure ------------------------------------------------
+
+
+def figure_texts(fig):
+    r"""Every text drawn on a figure (titles, labels, annotations)."""
+    from matplotlib.text import Text
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def statistics_lines(stats):
+    return [f"effective experts {stats['effective_experts']:.2f}",
+            f"experts used {stats['experts_used']}/{stats['num_experts']}",
+            f"largest share {stats['max_share']:.3f}",
+            f"normalised entropy {stats['normalized_entropy']:.3f}",
+            f"collapsed: {'yes' if stats['collapsed'] else 'no'}"]
+
+
+def test_heatmap_shows_the_statistics_and_names_the_run(tiny_data, tmp_path):
+    pytest.importorskip('matplotlib')
+    import matplotlib
+    matplotlib.use('Agg')
+    from pyg_fewshot.evaluation.experts import plot_activation_heatmap
+    from pyg_fewshot.pipeline import RunConfig
+    torch.manual_seed(0)
+    model = build_model('moemeta', tiny_data, embedding_dim=8,
+                        relation_meta_kwargs=MOE)
+    analysis = expert_activations(model, tiny_data)
+    config = RunConfig().override([
+        'model.name=moemeta', 'data.dataset=/somewhere/tiny-kg',
+        'episodes.shots=3', 'seed=7'])
+    path = str(tmp_path / 'experts.png')
+    fig = plot_activation_heatmap(analysis, path, config=config)
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    title = fig.get_suptitle()
+    assert title == (f'Expert activation: moemeta on tiny-kg, 3-shot, '
+                     f'seed 7, config {config.config_hash()}')
+    # The statistics are drawn on the figure, not only printed.
+    text = '\n'.join(figure_texts(fig))
+    for line in statistics_lines(analysis['statistics']):
+        assert line in text, line
+    # The configuration's dict (results.json's) names the same run.
+    fig = plot_activation_heatmap(analysis, path, title='Run A',
+                                  config=config.to_dict())
+    assert fig.get_suptitle() == title.replace('Expert activation', 'Run A')
+
+    # Collapsed routing says so.
+    collapsed = dict(analysis, statistics=load_statistics(
+        torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=torch.double), top_k=2))
+    fig = plot_activation_heatmap(collapsed, path)
+    text = '\n'.join(figure_texts(fig))
+    assert 'collapsed: yes' in text and 'experts used 2/4' in text
+    assert fig.get_suptitle() == 'Expert activation'  # the old call
+
+
+def test_experts_command_draws_the_run_and_its_statistics(tmp_path,
+                                                          monkeypatch,
+                                                          capsys):
+    pytest.importorskip('matplotlib')
+    import matplotlib
+    matplotlib.use('Agg')
+    import json
+    import os
+    import sys
+
+    from pyg_fewshot.cli.main import main
+    from pyg_fewshot.evaluation import experts
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..',
+                                    'reliability'))
+    from _cli import write_dataset
+
+    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
+    data = write_dataset(tmp_path / 'kg')
+    out = str(tmp_path / 'run')
+    assert main(['train', '--model', 'moemeta', '--dataset', data,
+                 '--output', out, '--max-steps', '2', '--eval-every', '1',
+                 '--batch-size', '4', '--dim', '8', '--seed', '5', '--quiet',
+                 '--set', 'model.relation_meta_kwargs.num_experts=4',
+                 '--set', 'model.relation_meta_kwargs.top_k=2']) == 0
+    with open(os.path.join(out, 'results.json')) as f:
+        res = json.load(f)
+    figures = []
+    plot = experts.plot_activation_heatmap
+
+    def keep(*args, **kwargs):
+        figures.append(plot(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(experts, 'plot_activation_heatmap', keep)
+    capsys.readouterr()
+    assert main(['experts', '--checkpoint', out]) == 0
+    printed = capsys.readouterr().out
+    assert os.path.isfile(os.path.join(out, 'experts.png'))
+    with open(os.path.join(out, 'experts.json')) as f:
+        stats = json.load(f)['statistics']
+    fig, = figures
+    # The run's own configuration hash (that of results.json).
+    assert fig.get_suptitle() == (
+        f"Expert activation: moemeta on kg, 1-shot, seed 5, config "
+        f"{res['config_hash']}")
+    text = '\n'.join(figure_texts(fig))
+    for line in statistics_lines(stats):
+        assert line in text, line
+    assert f"{stats['effective_experts']:.1f} effective experts" in printed
