@@ -25,6 +25,7 @@ import tempfile
 from typing import Dict, List, Tuple
 
 from _common import REPO, machine, write_output
+from compare_commits import worktree
 
 COMMON = ['--dataset', 'umls-one', '--seed', '0', '--max-steps', '200',
           '--eval-every', '100', '--batch-size', '256', '--quiet',
@@ -75,14 +76,6 @@ RUNS: Dict[str, Tuple[List[str], List[str]]] = {
                     '3']),
 }
 KEYS = ('mrr', 'hits@1', 'hits@5', 'hits@10', 'mean_rank')
-
-
-def worktree(commit: str, root: str) -> str:
-    path = os.path.join(root, commit.replace('/', '_'))
-    subprocess.run(['git', '-C', REPO, 'worktree', 'add', '--detach', path,
-                    commit], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return path
 
 
 def train(tree: str, options: List[str], out: str) -> dict:

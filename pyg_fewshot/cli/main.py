@@ -85,6 +85,18 @@ def run_config(args: argparse.Namespace) -> Any:
     return config.override(items + list(args.set))
 
 
+def default_output(config: Any) -> str:
+    r"""``runs/<model>-<dataset>-<K>shot-s<seed>-<hash>``, the hash that of
+    every setting a run must match to resume: the same configuration finds
+    its own folder again (and resumes or extends it), another one never
+    lands in it by accident."""
+    from .._config import config_hash
+    dataset = os.path.basename(os.path.normpath(config.data.dataset))
+    return os.path.join(
+        'runs', f'{config.model.name}-{dataset}-{config.episodes.shots}shot-'
+        f's{config.seed}-{config_hash(config.resume_key())}')
+
+
 def _yaml_value(value: Any) -> str:
     import json
     # JSON is YAML: numbers, booleans, strings and dicts keep their type.
@@ -104,6 +116,8 @@ def _print_metrics(name: str, res: Dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> Any:
     from ..pipeline import run
     config = run_config(args)
+    if args.output is None:
+        args.output = default_output(config)
     result = run(config, args.output, resume=not args.no_resume,
                  progress=not args.quiet, trackers=args.tracker)
     _print_metrics('dev ', result.dev)
@@ -388,9 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help='data-parallel processes on this machine (gloo on '
                    'CPU, NCCL with --device cuda); the meta-batch is split '
                    'evenly. Under torchrun, leave it at 1 (default: 1)')
-    p.add_argument('--output', default='runs/latest',
+    p.add_argument('--output', default=None,
                    help='run folder: checkpoints, results.json, config.yaml '
-                   '(default: runs/latest)')
+                   '(default: runs/MODEL-DATASET-Kshot-sSEED-HASH, one '
+                   'folder per configuration, so a rerun of the same one '
+                   'resumes it and another never reuses it)')
     p.add_argument('--no-resume', action='store_true',
                    help="start afresh even if the run folder has a "
                    "'last.pt' (default: resume)")

@@ -183,7 +183,8 @@ def run(config: RunConfig, output: str = os.path.join('runs', 'latest'),
 
     Args:
         config (RunConfig): The run.
-        output (str, optional): Run folder. (default: ``runs/latest``)
+        output (str, optional): Run folder. (default: ``runs/latest``; the
+            CLI names one after the configuration)
         resume (bool, optional): Continue from ``output/last.pt`` if it was
             written with the same configuration (otherwise
             :class:`~pyg_fewshot.meta.checkpoint.ConfigMismatchError`);

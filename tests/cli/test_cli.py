@@ -388,3 +388,24 @@ def test_fusionadapter_evaluate_equals_train(tiny_data, tmp_path, capsys):
                      seed=config.seed)
     assert json.loads(json.dumps(other['per_relation'])) != \
         res['test']['per_relation']
+
+
+def test_default_output_is_one_folder_per_configuration(tmp_path,
+                                                        monkeypatch):
+    # Without --output, the same configuration finds (and resumes) its own
+    # folder and another configuration never lands in it.
+    monkeypatch.chdir(tmp_path)
+    args = ['train', '--model', 'metar'] + FAST
+    assert main(args) == 0
+    first = os.listdir(tmp_path / 'runs')
+    assert len(first) == 1 and first[0].startswith('metar-umls-one-1shot-s0-')
+    assert main(args) == 0  # resumes the finished run: no second folder
+    assert os.listdir(tmp_path / 'runs') == first
+    assert main(args + ['--lr', '0.01']) == 0
+    assert len(os.listdir(tmp_path / 'runs')) == 2
+    # Raising the budget extends the same run (max_steps is not part of
+    # what a run must match to resume).
+    longer = list(args)
+    longer[longer.index('--max-steps') + 1] = '6'
+    assert main(longer) == 0
+    assert len(os.listdir(tmp_path / 'runs')) == 2
