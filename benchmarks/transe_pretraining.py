@@ -92,9 +92,10 @@ def vectors_for_cli(ent: torch.Tensor, rel: torch.Tensor,
 
     original = pipeline_run.load_data
 
-    def load(config, embedding_dim=100, text=False):
+    def load(config, embedding_dim=100, text=False, progress=True):
         dataset, data = original(dataclasses.replace(config, pretrain=False),
-                                 embedding_dim=embedding_dim, text=text)
+                                 embedding_dim=embedding_dim, text=text,
+                                 progress=progress)
         if config.pretrain:
             if ent.size(1) != embedding_dim:
                 raise ValueError(f'vectors of size {ent.size(1)}, model '

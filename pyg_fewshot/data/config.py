@@ -137,7 +137,8 @@ class EpisodeConfig:
 
 
 def load_data(config: DataConfig, embedding_dim: int = 100,
-              text: bool = False) -> Tuple[FewShotKGDataset, HeteroData]:
+              text: bool = False, progress: bool = True
+              ) -> Tuple[FewShotKGDataset, HeteroData]:
     r"""Loads the data of a run: the dataset
     (:func:`~pyg_fewshot.data.load_dataset`), with
     :obj:`config.pretrain` its TransE vectors (cached) rescaled by
@@ -155,6 +156,8 @@ def load_data(config: DataConfig, embedding_dim: int = 100,
             :obj:`config.text` is :obj:`None` (*e.g.* :obj:`True` for
             :class:`~pyg_fewshot.models.FusionAdapter`).
             (default: :obj:`False`)
+        progress (bool): Show the progress bar of TransE pretraining (when
+            it is not cached yet). (default: :obj:`True`)
 
     Returns:
         ``(dataset, data)``: the :class:`~pyg_fewshot.data.FewShotKGDataset`
@@ -163,7 +166,8 @@ def load_data(config: DataConfig, embedding_dim: int = 100,
     dataset = load_dataset(config.dataset, root=config.root)
     data = dataset[0]
     if config.pretrain:
-        ent, rel = dataset.pretrained_embeddings(dim=embedding_dim)
+        ent, rel = dataset.pretrained_embeddings(dim=embedding_dim,
+                                                 progress=progress)
         data[ENTITY].emb, data.relation_emb = ent, rel
         data = ScaleEmbeddings()(data)
     if config.background_tasks:

@@ -127,6 +127,14 @@ def check_config(state: Dict[str, Any], config: Dict[str, Any],
             f"Cannot resume from '{path}': it records no run configuration "
             f"(written by an older version), so it cannot be checked against "
             f"this run's settings; {advice}")
+    dotted = [k for k in config if '.' in k]
+    if dotted and not any('.' in k for k in old):
+        # Flat keys ('model_kwargs', 'lr', ...): the layout from before the
+        # configuration files, which no setting of this version matches.
+        raise ConfigMismatchError(
+            f"Cannot resume from '{path}': it was written by a version "
+            f"before the run configuration files (its settings are not "
+            f"comparable with this run's); {advice}")
     diffs = config_differences(old, config)
     if diffs:
         listed = ', '.join(f'{k}: {_show(k, a)} → {_show(k, b)}'

@@ -238,10 +238,12 @@ def _text(config: RunConfig) -> bool:
     return config.model.name == 'fusionadapter'
 
 
-def _load(config: RunConfig, pretrain: bool) -> Tuple[Any, HeteroData]:
+def _load(config: RunConfig, pretrain: bool,
+          progress: bool = True) -> Tuple[Any, HeteroData]:
     data_config = dataclasses.replace(config.data, pretrain=pretrain,
                                       text=_text(config))
-    return load_data(data_config, embedding_dim=_embedding_dim(config))
+    return load_data(data_config, embedding_dim=_embedding_dim(config),
+                     progress=progress)
 
 
 def _run(config: RunConfig, output: str, resume: bool,
@@ -255,7 +257,8 @@ def _run(config: RunConfig, output: str, resume: bool,
     # Rank 0 processes and pretrains once; the others then read its cache.
     if not main_process:
         dist_utils.barrier()
-    dataset, data = _load(config, config.data.pretrain)
+    dataset, data = _load(config, config.data.pretrain,
+                          progress=progress and main_process)
     if main_process and world > 1:
         dist_utils.barrier()
     shots = config.episodes.shots

@@ -252,3 +252,23 @@ def test_run_fresh_start_removes_the_old_runs_files(tiny_data, tmp_path):
         make_trainer(tiny_data, tmp_path, validate=crash).fit(resume=False)
     # No best.pt of the old run is left to pass for the new run's.
     assert os.listdir(tmp_path) == []
+
+
+def test_run_checkpoint_of_the_flat_layout_is_refused_in_one_short_line(
+        tiny_data, tmp_path):
+    # Written before the configuration files: flat keys ('model_kwargs',
+    # 'lr', ...), none of them comparable with this version's dotted ones.
+    make_trainer(tiny_data, tmp_path,
+                 run_config={'trainer.lr': 0.001}).fit()
+    last = str(tmp_path / 'last.pt')
+    state = load_checkpoint(last)
+    state['config'] = {'model': 'metar', 'model_kwargs': {}, 'lr': 0.001,
+                       'data_fingerprint': state['config']['data_fingerprint']}
+    torch.save(state, last)
+    with pytest.raises(ConfigMismatchError) as info:
+        make_trainer(tiny_data, tmp_path,
+                     run_config={'trainer.lr': 0.001}).fit()
+    assert str(info.value) == (
+        f"Cannot resume from '{last}': it was written by a version before "
+        f"the run configuration files (its settings are not comparable with "
+        f"this run's); {ADVICE}")
