@@ -35,11 +35,14 @@ JSON_SUFFIXES = ('.json', )
 
 
 class _Loader(yaml.SafeLoader):
-    r""":class:`yaml.SafeLoader` reading ``1e-3`` as a float.
+    r""":class:`yaml.SafeLoader` reading numbers and booleans as YAML 1.2
+    (and JSON) do.
 
     PyYAML follows YAML 1.1, where a float needs a dot, so ``lr: 1e-3``
-    would arrive as the *string* ``'1e-3'`` (and be refused as a float);
-    YAML 1.2 and JSON read it as a number, and so do we.
+    would arrive as the *string* ``'1e-3'`` (and be refused as a float),
+    and where ``yes``, ``no``, ``on`` and ``off`` are booleans, so a dataset
+    called ``no`` would be refused as a string; here only ``true`` and
+    ``false`` are booleans.
     """
 
 
@@ -48,12 +51,14 @@ _FLOAT = re.compile(r'''^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$''', re.X)
+_BOOL = re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$')
 _Loader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers
-          if tag != 'tag:yaml.org,2002:float']
+          if tag not in ('tag:yaml.org,2002:float', 'tag:yaml.org,2002:bool')]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver('tag:yaml.org,2002:float', _FLOAT,
                               list('-+0123456789.'))
+_Loader.add_implicit_resolver('tag:yaml.org,2002:bool', _BOOL, list('tTfF'))
 
 
 def _is_config_class(tp: Any) -> bool:

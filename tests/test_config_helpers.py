@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
 import pytest
 import yaml
 
+from pyg_fewshot import _config
 from pyg_fewshot._config import (apply_overrides, config_hash, flatten,
                                  from_dict, load_file, parse_value,
                                  save_file, to_dict)
@@ -293,3 +294,14 @@ def test_config_hash_is_canonical():
     import hashlib
     text = json.dumps(d, sort_keys=True, separators=(',', ':'))
     assert h == hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def test_only_true_and_false_are_booleans():
+    # YAML 1.1's yes / no / on / off stay strings (a dataset called 'no'),
+    # as in YAML 1.2 and JSON.
+    assert _config.parse_value('no') == 'no'
+    assert _config.parse_value('on') == 'on'
+    assert _config.parse_value('true') is True
+    assert _config.parse_value('False') is False
+    assert _config.parse_value('{a: yes, b: false}') == {'a': 'yes',
+                                                         'b': False}
