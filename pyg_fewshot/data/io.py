@@ -984,17 +984,24 @@ def _ent_name(data: HeteroData, ent: int) -> str:
 
 
 def check_shots(data: HeteroData, shots: int,
-                splits: Sequence[str] = SPLITS) -> None:
+                splits: Sequence[str] = SPLITS,
+                relations: Optional[Tensor] = None) -> None:
     r"""Raises :class:`FewShotDataError` naming every task relation of
-    ``splits`` with fewer than ``shots + 1`` triples (``K`` support triples
-    and at least one query)."""
+    ``splits`` (or the task relation ids ``relations``) with fewer than
+    ``shots + 1`` triples (``K`` support triples and at least one
+    query)."""
     ptr = data.task_ptr
     bad = []
-    for split in splits:
-        for rel in data[f'{split}_rel'].tolist():
+    if relations is not None:
+        groups = [('', relations.tolist())]
+    else:
+        groups = [(f'{split}, ', data[f'{split}_rel'].tolist())
+                  for split in splits]
+    for where, rels in groups:
+        for rel in rels:
             n = int(ptr[rel + 1] - ptr[rel])
             if n < shots + 1:
-                bad.append(f"'{_rel_name(data, rel)}' ({split}, {n} "
+                bad.append(f"'{_rel_name(data, rel)}' ({where}{n} "
                            f"triple(s))")
     if bad:
         raise FewShotDataError(

@@ -9,6 +9,7 @@ from torch_geometric.data import HeteroData
 
 from ..data.hetero import (ENTITY, candidates, is_true_triple,
                            split_relations, task_triples)
+from ..data.io import check_shots
 from ..data.sampler import sample_negative_tails
 from ..meta import distributed as dist_utils
 from ..meta.learner import MetaLearner
@@ -94,14 +95,12 @@ def evaluate(model: FewShotModel, data: HeteroData, split: str = 'test',
     if distributed and dist_utils.is_distributed():
         mine = order[dist_utils.get_rank()::dist_utils.get_world_size()]
     done: Dict[int, Tuple[Dict[str, Tensor], Dict[str, Any]]] = {}
+    # The one K+1 check (every relation evaluated here needs K support
+    # triples and a query), before any relation is ranked.
+    check_shots(data, shots, relations=rels)
     try:
         for rel in mine:
             trip = task_triples(data, rel)
-            if trip.size(0) < shots + 1:
-                raise ValueError(
-                    f"Task relation '{data.task_relation_names[rel]}' has "
-                    f'{trip.size(0)} triples; K={shots} shots need at least '
-                    f'{shots + 1}')
             support, query = trip[:shots], trip[shots:]
             sup_neg = sample_negative_tails(
                 data, torch.full((shots, ), rel), support[:, 0],

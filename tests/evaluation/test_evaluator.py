@@ -114,8 +114,17 @@ def test_evaluation_is_deterministic_and_restores_mode(tiny_data):
 
 def test_too_many_shots_is_a_clear_error(tiny_data):
     model = ConstantModel(tiny_data['entity'].num_nodes)
-    with pytest.raises(ValueError, match='need at least'):
+    # The data layer's one K+1 check, with its error type and wording.
+    from pyg_fewshot.data import FewShotDataError
+    with pytest.raises(FewShotDataError,
+                       match=r'too few for 50-shot episodes'):
         evaluate(model, tiny_data, 'test', shots=50)
+    # Only the relations asked for are checked.
+    rel = int(tiny_data['test_rel'][0])
+    n = int(tiny_data.task_ptr[rel + 1] - tiny_data.task_ptr[rel])
+    res = evaluate(model, tiny_data, 'test', shots=n - 1,
+                   relations=torch.tensor([rel]))
+    assert res['num_relations'] == 1
 
 
 class ScopedModel(OracleModel):
