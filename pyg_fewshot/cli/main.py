@@ -206,6 +206,20 @@ def _presets_module() -> Any:
     return module
 
 
+def cmd_tune(args: argparse.Namespace) -> Dict[str, Any]:
+    from ..pipeline.tune import load_space, tune
+    config = run_config(args)
+    summary = tune(config, load_space(args.space), args.trials, args.output,
+                   seed=args.search_seed, progress=not args.quiet,
+                   where=f"'{args.space}'")
+    print(f"best of {len(summary['trials'])} trials: #{summary['best_trial']}"
+          f" {summary['best_params']}: dev MRR {summary['best_dev_mrr']:.4f} "
+          f"(test MRR {summary['best_test_mrr']:.4f}, not used to choose)")
+    print(f"best configuration written to "
+          f"{os.path.join(args.output, 'best_config.yaml')}")
+    return summary
+
+
 def cmd_presets(args: argparse.Namespace) -> None:
     # Reads the preset files only: no torch import.
     presets = _presets_module().list_presets()
@@ -333,20 +347,8 @@ def _thread_defaults() -> None:
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog='pyg-fewshot',
-        description='Few-shot relational learning on knowledge graphs.')
-    parser.add_argument('--version', action='version', version=__version__)
-    parser.add_argument('--debug', action='store_true', help=_DEBUG_HELP)
-    sub = parser.add_subparsers(dest='command', required=True)
-
-    p = sub.add_parser(
-        'train', help='meta-train a model, then evaluate it',
-        description='Meta-train a model, then evaluate it. The run is '
-        'configured by --config FILE (YAML or JSON, the layout of '
-        'RunConfig), then the options below, then every --set KEY=VALUE; '
-        'the resolved configuration is written to OUTPUT/config.yaml.')
+def _run_options(p: argparse.ArgumentParser) -> None:
+    r"""The options that make a run configuration (``train``, ``tune``)."""
     p.add_argument('--config', default=None, metavar='FILE',
                    help='run configuration file (YAML or JSON; default: '
                    'none, every setting at its default)')
@@ -402,6 +404,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help='data-parallel processes on this machine (gloo on '
                    'CPU, NCCL with --device cuda); the meta-batch is split '
                    'evenly. Under torchrun, leave it at 1 (default: 1)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='pyg-fewshot',
+        description='Few-shot relational learning on knowledge graphs.')
+    parser.add_argument('--version', action='version', version=__version__)
+    parser.add_argument('--debug', action='store_true', help=_DEBUG_HELP)
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser(
+        'train', help='meta-train a model, then evaluate it',
+        description='Meta-train a model, then evaluate it. The run is '
+        'configured by --config FILE (YAML or JSON, the layout of '
+        'RunConfig), then the options below, then every --set KEY=VALUE; '
+        'the resolved configuration is written to OUTPUT/config.yaml.')
+    _run_options(p)
     p.add_argument('--output', default=None,
                    help='run folder: checkpoints, results.json, config.yaml '
                    '(default: runs/MODEL-DATASET-Kshot-sSEED-HASH, one '
@@ -419,6 +438,31 @@ def build_parser() -> argparse.ArgumentParser:
                    'tensorboard, mlflow and wandb need their package) '
                    '(default: none)')
     p.set_defaults(func=cmd_train)
+
+    # tune: the run options of train (the base configuration), a search
+    # space and a budget.
+    tune_parser = sub.add_parser(
+        'tune', help='search hyper-parameters on dev with Optuna',
+        description='Search hyper-parameters on the dev split with Optuna '
+        '(TPE): every trial trains the base configuration (the options of '
+        'train) with values drawn from --space, in OUTPUT/trial_<n>; the '
+        'objective is dev MRR, never test. Resumable (OUTPUT/study.db).')
+    _run_options(tune_parser)
+    tune_parser.add_argument('--space', required=True, metavar='FILE',
+                             help='search space (YAML or JSON): dotted key '
+                             '-> {type: float|int|categorical, low, high, '
+                             'log | choices} (required)')
+    tune_parser.add_argument('--trials', type=positive_int, default=20,
+                             help='trials to finish (default: 20)')
+    tune_parser.add_argument('--search-seed', type=non_negative_int,
+                             default=0,
+                             help="seed of Optuna's sampler (default: 0)")
+    tune_parser.add_argument('--output', default='runs/tune',
+                             help='folder of the study, the trials and '
+                             'best_config.yaml (default: runs/tune)')
+    tune_parser.add_argument('--quiet', action='store_true',
+                             help='no progress bars (default: shown)')
+    tune_parser.set_defaults(func=cmd_tune)
 
     p = sub.add_parser('presets', help='list the named configurations '
                        '(--preset) with what each reproduces')

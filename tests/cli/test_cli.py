@@ -291,7 +291,8 @@ def test_train_help_gives_every_default():
     assert text.count('default') >= len(actions)
 
 
-@pytest.mark.parametrize('command', ['evaluate', 'experts', 'pretrain'])
+@pytest.mark.parametrize('command', ['evaluate', 'experts', 'pretrain',
+                                     'tune'])
 def test_other_commands_help_gives_every_default(command):
     sub = build_parser()._subparsers._group_actions[0].choices[command]
     for action in _actions(sub):
