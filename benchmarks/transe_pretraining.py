@@ -83,12 +83,9 @@ def vectors_for_cli(ent: torch.Tensor, rel: torch.Tensor,
     ``ent`` / ``rel`` instead of the default pretraining; rescaled exactly as
     the run's data loading (:class:`~pyg_fewshot.data.ScaleEmbeddings`)
     does when ``rescale``. Patches the data loading of
-    :func:`pyg_fewshot.pipeline.run` (``pipeline.run.load_data``)."""
+    :func:`pyg_fewshot.pipeline.run` (``pipeline.runner.load_data``)."""
     import dataclasses
-    import importlib
-
-    # The module (``pyg_fewshot.pipeline.run`` the attribute is the function).
-    pipeline_run = importlib.import_module('pyg_fewshot.pipeline.run')
+    import pyg_fewshot.pipeline.runner as pipeline_run
 
     original = pipeline_run.load_data
 

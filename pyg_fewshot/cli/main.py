@@ -134,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     from ..evaluation import evaluate
     from ..meta import MetaLearner
     from ..pipeline import load_run
-    from ..pipeline.run import metrics_view
+    from ..pipeline.runner import metrics_view
     model, data, config = load_run(args.checkpoint, args.dataset, args.device)
     shots = config.episodes.shots if args.shots is None else args.shots
     config.episodes.shots = shots

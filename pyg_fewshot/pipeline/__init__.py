@@ -10,7 +10,7 @@ import types
 from typing import Any
 
 from .config import RunConfig
-from .run import RunResult, load_run, run
+from .runner import RunResult, load_run, run
 from .presets import list_presets, load_preset
 from .api import pipeline, resolve_config
 

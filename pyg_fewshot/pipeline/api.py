@@ -6,7 +6,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 from .. import _config
 from .config import RunConfig
 from .presets import load_preset, merge
-from .run import RunResult, run
+from .runner import RunResult, run
 
 ConfigLike = Union[None, RunConfig, Mapping[str, Any], str]
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, Mapping
 
 from .. import _config
 from .config import RunConfig
-from .run import run
+from .runner import run
 
 #: Parameter types of a search space and the Optuna call each becomes.
 SPACE_TYPES = ('float', 'int', 'categorical')

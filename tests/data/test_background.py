@@ -241,11 +241,7 @@ def test_models_train_on_the_extended_tasks():
 
 def test_cli_trains_with_background_tasks_and_evaluates(tmp_path, monkeypatch,
                                                        capsys):
-    import importlib
-
-    # Not `import pyg_fewshot.pipeline.run as ...`: the package's `run` is
-    # the function of that name.
-    run_module = importlib.import_module('pyg_fewshot.pipeline.run')
+    import pyg_fewshot.pipeline.runner as run_module
     from pyg_fewshot.cli.main import build_parser, main
     monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
     seen = []
