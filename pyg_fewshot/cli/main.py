@@ -110,7 +110,7 @@ def _print_metrics(name: str, res: Dict[str, Any]) -> None:
           f"{res['macro']['mrr']:.4f})")
 
 
-# Commands ----------------------------------------------------------------------
+# Commands ------------------------------------------------------------------
 
 
 def cmd_train(args: argparse.Namespace) -> Any:
@@ -358,8 +358,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    '(repeatable, laid under --config; `pyg-fewshot presets` '
                    'lists them) (default: none)')
     p.add_argument('--model', default=None, choices=MODEL_NAMES,
-                   help="model to train (required without --config or --preset; "
-                   "default: the configuration file's or preset's)")
+                   help='model to train (required without --config or '
+                   "--preset; default: the configuration file's or "
+                   "preset's)")
     p.add_argument('--dataset', default=None,
                    help="'umls-one' (bundled) or a folder in the standard "
                    "few-shot layout (default: umls-one)")
@@ -404,6 +405,17 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help='data-parallel processes on this machine (gloo on '
                    'CPU, NCCL with --device cuda); the meta-batch is split '
                    'evenly. Under torchrun, leave it at 1 (default: 1)')
+
+
+def _saved_run_options(p: argparse.ArgumentParser) -> None:
+    r"""The options that find a saved run (``evaluate``, ``experts``)."""
+    p.add_argument('--checkpoint', required=True,
+                   help='run folder (uses best.pt) or checkpoint file')
+    p.add_argument('--dataset', default=None,
+                   help="where to read the run's dataset from (default: "
+                   'where the run read it)')
+    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'],
+                   help='device to run on (default: cpu)')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -469,13 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser('evaluate', help='re-evaluate a saved run')
-    p.add_argument('--checkpoint', required=True,
-                   help='run folder (uses best.pt) or checkpoint file')
-    p.add_argument('--dataset', default=None,
-                   help="where to read the run's dataset from (default: "
-                   'where the run read it)')
-    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'],
-                   help='device to run on (default: cpu)')
+    _saved_run_options(p)
     p.add_argument('--split', default='test', choices=['dev', 'test'],
                    help='split to evaluate (default: test)')
     p.add_argument('--shots', type=positive_int, default=None,
@@ -494,13 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('experts', help='relation x expert activation '
                        'heatmap and expert-load statistics of a MoEMeta run')
-    p.add_argument('--checkpoint', required=True,
-                   help='run folder (uses best.pt) or checkpoint file')
-    p.add_argument('--dataset', default=None,
-                   help="where to read the run's dataset from (default: "
-                   'where the run read it)')
-    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'],
-                   help='device to run on (default: cpu)')
+    _saved_run_options(p)
     p.add_argument('--splits', nargs='+', default=['train', 'dev', 'test'],
                    choices=['train', 'dev', 'test'],
                    help='splits whose relations are routed (default: all)')

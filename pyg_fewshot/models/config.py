@@ -82,9 +82,9 @@ class MoEMetaConfig:
 
     Args:
         embedding_dim (int): Embedding size :math:`d`. (default: :obj:`100`)
-        aggregator (str, optional): Neighbour aggregator,
-            ``'attentive'`` (:class:`~pyg_fewshot.nn.AttentiveNeighborAggregator`,
-            or the name of any subclass of it), or :obj:`None` for none.
+        aggregator (str, optional): Neighbour aggregator, ``'attentive'``
+            (:class:`~pyg_fewshot.nn.AttentiveNeighborAggregator`, or the
+            name of any subclass of it), or :obj:`None` for none.
             (default: :obj:`'attentive'`)
         aggregator_kwargs (Dict[str, Any]): Arguments of the aggregator
             (``max_neighbors``, ``residual_scale``, ``attention``, ``gate``,
