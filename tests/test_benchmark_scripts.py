@@ -293,3 +293,47 @@ def test_nell_one_presets_are_the_reproduction_configurations(
          str(every), '--batch-size', '1024'])
     named = build_parser().parse_args(['train', '--preset', preset])
     assert run_config(grid) == run_config(named)
+
+
+def test_benchmark_set_tables_reuse_runs_and_skip_published_code(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(os.path.join(REPO, 'benchmarks'))
+    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')  # restored afterwards
+    import benchmark_set
+    runs, table = tmp_path / 'runs', tmp_path / 'table.md'
+    argv = ['--datasets', 'umls-one', 'synth-small', '--configs', 'metar',
+            '--seeds', '0', '--max-steps', '4', '--eval-every', '2',
+            '--batch-size', '8', '--runs-dir', str(runs), '--output',
+            str(table)]
+    threads = torch.get_num_threads()
+    try:
+        benchmark_set.main(argv)
+        first = table.read_text()
+        results = [runs / d / 'metar' / 's0' / 'results.json'
+                   for d in ('umls-one', 'synth-small')]
+        stamps = [os.stat(p).st_mtime_ns for p in results]
+        assert (runs / 'data' / 'synth-small' / 'synthetic.json').is_file()
+        capsys.readouterr()
+        benchmark_set.main(argv)  # every run is read back, not trained
+        second = table.read_text()
+    finally:
+        torch.set_num_threads(threads)
+    assert [os.stat(p).st_mtime_ns for p in results] == stamps
+    assert capsys.readouterr().err.count('(reused)') == 2
+
+    def tables(text):  # the notes and footer hold the date and load
+        return text[:text.index('\n- ')]
+    assert tables(first) == tables(second)
+    rows = [line.split(' | ') for line in first.splitlines()
+            if line.startswith('| ')]
+    assert rows[0] == ['| dataset', 'chance', 'metar', 'published-metar',
+                       'published-moemeta |']
+    test_rows = {r[0][2:]: r for r in rows[1:3]}
+    assert set(test_rows) == {'umls-one', 'synth-small'}
+    for row in test_rows.values():
+        chance, mrr = float(row[1]), float(row[2])
+        assert 0 < chance < 1 and 0 < mrr <= 1
+        assert row[3:] == ['skipped', 'skipped |']
+    assert 'published-metar: skipped on every dataset: no checkout' in first
+    assert 'published-moemeta: skipped on every dataset' in first
