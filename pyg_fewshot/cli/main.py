@@ -206,12 +206,30 @@ def _presets_module() -> Any:
     return module
 
 
+def _start_configs(base: Any, starts: List[str]) -> List[Any]:
+    r"""``tune``'s ``--start`` points: each a preset or a run file laid over
+    the base configuration."""
+    from .. import _config
+    from ..pipeline import RunConfig
+    from ..pipeline.presets import load_preset, merge
+    out = []
+    for start in starts:
+        if os.path.isfile(start):
+            layer, where = _config.load_file(start), f"'{start}'"
+        else:
+            layer, where = load_preset(start), f"preset '{start}'"
+        out.append(RunConfig.from_dict(merge(base.to_dict(), layer),
+                                       where=where))
+    return out
+
+
 def cmd_tune(args: argparse.Namespace) -> Dict[str, Any]:
     from ..pipeline.tune import load_space, tune
     config = run_config(args)
     summary = tune(config, load_space(args.space), args.trials, args.output,
                    seed=args.search_seed, progress=not args.quiet,
-                   where=f"'{args.space}'")
+                   where=f"'{args.space}'",
+                   starts=_start_configs(config, args.start))
     print(f"best of {len(summary['trials'])} trials: #{summary['best_trial']}"
           f" {summary['best_params']}: dev MRR {summary['best_dev_mrr']:.4f} "
           f"(test MRR {summary['best_test_mrr']:.4f}, not used to choose)")
@@ -464,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
                              help='search space (YAML or JSON): dotted key '
                              '-> {type: float|int|categorical, low, high, '
                              'log | choices} (required)')
+    tune_parser.add_argument('--start', action='append', default=[],
+                             metavar='PRESET|FILE',
+                             help='a starting point tried after the base '
+                             'configuration: a preset or a run file laid '
+                             'over it (repeatable; default: the base only)')
     tune_parser.add_argument('--trials', type=positive_int, default=20,
                              help='trials to finish (default: 20)')
     tune_parser.add_argument('--search-seed', type=non_negative_int,

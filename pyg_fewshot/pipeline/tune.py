@@ -15,11 +15,19 @@ configuration with the drawn values, in its own folder; the objective is
 the **dev** MRR of its best checkpoint (test metrics are recorded but never
 used to choose). The search is resumable: the study lives in an SQLite file
 in the output folder, and finished trials are kept.
+
+The first trials are *starting points*: the base configuration itself, so
+that a search never ends below where it started, then any further
+configurations given (*e.g.* a preset). A starting point fixes the values
+it holds for the keys of the space; a key it leaves unset (a layer default
+not written in its ``*_kwargs``) or sets outside the space (*e.g.*
+:obj:`None` for "the model's default" where the space holds numbers) is
+drawn by the sampler instead.
 """
 import json
 import math
 import os
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Sequence
 
 from .. import _config
 from .config import RunConfig
@@ -58,9 +66,43 @@ def _suggest(trial: Any, key: str, spec: Mapping[str, Any]) -> Any:
     return trial.suggest_categorical(key, list(spec['choices']))
 
 
+_UNSET = object()
+
+
+def _lookup(config: RunConfig, key: str) -> Any:
+    value: Any = config.to_dict()
+    for part in key.split('.'):
+        if not isinstance(value, Mapping) or part not in value:
+            return _UNSET
+        value = value[part]
+    return value
+
+
+def _in_space(value: Any, spec: Mapping[str, Any]) -> bool:
+    if spec['type'] == 'categorical':
+        return any(value == c and type(value) is type(c)
+                   for c in spec['choices'])
+    want = float if spec['type'] == 'float' else int
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if want is int and not isinstance(value, int):
+        return False
+    return float(spec['low']) <= value <= float(spec['high'])
+
+
+def start_values(config: RunConfig,
+                 space: Mapping[str, Any]) -> Dict[str, Any]:
+    r"""The values a starting point ``config`` fixes in ``space``: those of
+    its settings that lie in the space (the others are drawn)."""
+    values = {key: _lookup(config, key) for key in space}
+    return {k: v for k, v in values.items()
+            if v is not _UNSET and _in_space(v, space[k])}
+
+
 def tune(config: RunConfig, space: Mapping[str, Any], trials: int,
          output: str, seed: int = 0, progress: bool = False,
-         where: str = 'the search space') -> Dict[str, Any]:
+         where: str = 'the search space',
+         starts: Sequence[RunConfig] = ()) -> Dict[str, Any]:
     r"""Searches ``space`` around ``config`` for the best dev MRR.
 
     Args:
@@ -75,6 +117,8 @@ def tune(config: RunConfig, space: Mapping[str, Any], trials: int,
         seed (int, optional): Seed of the sampler (TPE). (default: ``0``)
         progress (bool, optional): Progress bars of the runs.
         where (str, optional): Where the space came from, for errors.
+        starts (Sequence[RunConfig], optional): Starting points tried
+            after the base configuration, before the sampler's draws.
 
     Returns:
         The summary written to ``best.json``: the best trial's number,
@@ -101,6 +145,11 @@ def tune(config: RunConfig, space: Mapping[str, Any], trials: int,
         sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
     done = [t for t in study.trials
             if t.state == optuna.trial.TrialState.COMPLETE]
+    if not study.trials:
+        for start in [config, *starts]:
+            fixed = start_values(start, space)
+            if fixed:
+                study.enqueue_trial(fixed, skip_if_exists=True)
 
     def objective(trial: Any) -> float:
         values = {key: _suggest(trial, key, spec)

@@ -90,3 +90,61 @@ def test_tune_function_with_a_run_config(tmp_path):
                    trials=2, output=str(tmp_path / 't'))
     assert len(summary['trials']) == 2
     assert os.path.isfile(tmp_path / 't' / 'study.db')
+
+
+def test_tune_tries_the_base_configuration_then_the_starting_points(
+        tmp_path):
+    space = _space(tmp_path, {
+        'learner.margin': {'type': 'categorical', 'choices': [0.5, 1.0, 2.0]},
+        'learner.published_quirks': {'type': 'categorical',
+                                     'choices': [True, False]},
+        'trainer.lr': {'type': 'float', 'low': 1e-4, 'high': 1e-2,
+                       'log': True}})
+    start = tmp_path / 'start.yaml'
+    # margin 3.0 lies outside the space: drawn instead.
+    start.write_text('learner:\n  margin: 3.0\ntrainer:\n  lr: 0.005\n')
+    out = str(tmp_path / 'tune')
+    assert main(['tune'] + FAST + [
+        '--space', space, '--trials', '3', '--output', out, '--start',
+        'published-code', '--start', str(start)]) == 0
+    with open(os.path.join(out, 'best.json')) as f:
+        trials = json.load(f)['trials']
+    assert trials[0]['params'] == {'learner.margin': 1.0,
+                                   'learner.published_quirks': False,
+                                   'trainer.lr': 1e-3}
+    assert trials[1]['params'] == {'learner.margin': 1.0,
+                                   'learner.published_quirks': True,
+                                   'trainer.lr': 1e-3}
+    assert trials[2]['params']['trainer.lr'] == 0.005
+    assert trials[2]['params']['learner.published_quirks'] is False
+    assert trials[2]['params']['learner.margin'] in (0.5, 1.0, 2.0)
+
+
+def test_a_missing_starting_point_is_one_line(tmp_path, capsys):
+    space = _space(tmp_path, {'learner.margin': {
+        'type': 'categorical', 'choices': [0.5, 1.0]}})
+    code = main(['tune'] + FAST + ['--space', space, '--trials', '1',
+                                   '--output', str(tmp_path / 'tune'),
+                                   '--start', 'no-such-preset'])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1 and 'no-such-preset' in err[0]
+
+
+def test_start_values_fix_what_the_configuration_holds_in_the_space():
+    from pyg_fewshot.pipeline import resolve_config
+    from pyg_fewshot.pipeline.tune import start_values
+    space = {
+        'model.aggregator_kwargs.residual_scale': {
+            'type': 'categorical', 'choices': [None, 0.0]},
+        'model.projection': {'type': 'categorical',
+                             'choices': ['transd', None]},
+        'learner.inner_lr': {'type': 'float', 'low': 0.01, 'high': 10.0}}
+    base = resolve_config(model='moemeta')
+    # residual_scale is not written (the layer's default) and inner_lr is
+    # None (the model's default): both are drawn.
+    assert start_values(base, space) == {'model.projection': 'transd'}
+    given = base.override(['model.aggregator_kwargs.residual_scale=null',
+                           'model.projection=null', 'learner.inner_lr=5'])
+    assert start_values(given, space) == {
+        'model.aggregator_kwargs.residual_scale': None,
+        'model.projection': None, 'learner.inner_lr': 5.0}
