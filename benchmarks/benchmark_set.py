@@ -36,7 +36,9 @@ made outside the repository) run through
 ``reference_codes.run_reference`` with random initial vectors (form
 ``Discard``), one thread; without ``--code`` they are reported as skipped.
 
-Runs go to ``RUNS/<dataset>/<config>/s<seed>`` and
+A tuned configuration equal to a named one (a search whose starting point
+won; the model's default inner step written out counts as equal) reuses
+that column's runs. Runs go to ``RUNS/<dataset>/<config>/s<seed>`` and
 ``RUNS/<dataset>/published-<code>/s<seed>``; a finished run is reused (a
 run folder of another configuration or budget is an error, not reused),
 an interrupted library run resumes from its ``last.pt``. ``--jobs N`` runs
@@ -283,6 +285,20 @@ def _published_run(code: str, folder: str, form: str, seed: int, out: str,
             'seconds': res['seconds'], 'reused': reused}
 
 
+def _effective_hash(job: dict) -> str:
+    """The hash of a library job's run configuration with the model's
+    default inner step written out (``learner.inner_lr: null`` and the
+    model's ``default_inner_lr`` train the same), so that equal runs are
+    found equal."""
+    from pyg_fewshot.cli.main import build_parser, run_config
+    from pyg_fewshot.models import MODELS
+    config = run_config(build_parser().parse_args(['train'] + job['argv']))
+    default = getattr(MODELS[config.model.name], 'default_inner_lr', None)
+    if config.learner.inner_lr is None and isinstance(default, float):
+        config = config.override([f'learner.inner_lr={default}'])
+    return config.config_hash()
+
+
 def execute(job: dict) -> dict:
     """Runs one job; an exception comes back as ``{'error': text}``."""
     try:
@@ -517,7 +533,28 @@ def main(argv: Optional[List[str]] = None) -> None:
     for (d, col), reason in skipped.items():
         print(f'{d} {col}: skipped: {reason}', file=sys.stderr)
 
-    results = run_jobs(jobs, args.jobs, args.threads)
+    # A tuned configuration that is one of the named ones (a search's
+    # starting point won) reuses that column's runs instead of training
+    # the same thing again.
+    first: Dict[str, int] = {}
+    todo, alias = [], {}
+    for i, job in enumerate(jobs):
+        key = _effective_hash(job) if job['kind'] == 'library' else None
+        if key is not None and key in first:
+            alias[i] = first[key]
+            continue
+        if key is not None:
+            first[key] = i
+        todo.append(i)
+    done = run_jobs([jobs[i] for i in todo], args.jobs, args.threads)
+    results: List[dict] = [{}] * len(jobs)
+    for i, res in zip(todo, done):
+        results[i] = res
+    for i, j in alias.items():
+        results[i] = dict(results[j], reused=True)
+        print(f"{jobs[i]['dataset']} {jobs[i]['column']} s{jobs[i]['seed']}"
+              f": the configuration of {jobs[j]['column']}, its run "
+              f'reused', file=sys.stderr)
 
     cols = list(columns) + [f'published-{c}' for c in PUBLISHED]
     grid: Dict[tuple, List[dict]] = {}

@@ -337,3 +337,35 @@ def test_benchmark_set_tables_reuse_runs_and_skip_published_code(
         assert row[3:] == ['skipped', 'skipped |']
     assert 'published-metar: skipped on every dataset: no checkout' in first
     assert 'published-moemeta: skipped on every dataset' in first
+
+
+def test_benchmark_set_reuses_the_runs_of_an_equal_tuned_configuration(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(os.path.join(REPO, 'benchmarks'))
+    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    import benchmark_set
+    from pyg_fewshot.pipeline import resolve_config
+    # A search whose base configuration won: MetaR's default, with the
+    # model's default inner step written out.
+    best = tmp_path / 'tuned' / 'umls-one' / 'metar' / 'best_config.yaml'
+    best.parent.mkdir(parents=True)
+    resolve_config(model='metar', overrides=['learner.inner_lr=5.0']).save(
+        str(best))
+    runs = tmp_path / 'runs'
+    threads = torch.get_num_threads()
+    try:
+        benchmark_set.main([
+            '--datasets', 'umls-one', '--configs', 'metar', '--tuned',
+            str(tmp_path / 'tuned'), '--seeds', '0', '--max-steps', '2',
+            '--eval-every', '2', '--batch-size', '8', '--runs-dir',
+            str(runs)])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr()
+    assert 'umls-one metar-tuned s0: the configuration of metar' in out.err
+    assert not (runs / 'umls-one' / 'metar-tuned').exists()
+    row = next(line for line in out.out.splitlines()
+               if line.startswith('| umls-one |'))
+    cells = row.split(' | ')
+    assert cells[3] == cells[2]  # metar-tuned == metar
