@@ -37,8 +37,8 @@ made outside the repository) run through
 ``Discard``), one thread; without ``--code`` they are reported as skipped.
 
 A tuned configuration equal to a named one (a search whose starting point
-won; the model's default inner step written out counts as equal) reuses
-that column's runs. Runs go to ``RUNS/<dataset>/<config>/s<seed>`` and
+won; a default written out, such as the model's inner step, counts as
+equal) reuses that column's runs. Runs go to ``RUNS/<dataset>/<config>/s<seed>`` and
 ``RUNS/<dataset>/published-<code>/s<seed>``; a finished run is reused (a
 run folder of another configuration or budget is an error, not reused),
 an interrupted library run resumes from its ``last.pt``. ``--jobs N`` runs
@@ -286,17 +286,27 @@ def _published_run(code: str, folder: str, form: str, seed: int, out: str,
 
 
 def _effective_hash(job: dict) -> str:
-    """The hash of a library job's run configuration with the model's
-    default inner step written out (``learner.inner_lr: null`` and the
-    model's ``default_inner_lr`` train the same), so that equal runs are
+    """The hash of a library job's run configuration with the defaults
+    written out made implicit (``learner.inner_lr`` equal to the model's
+    ``default_inner_lr``, an aggregator argument equal to the layer's
+    default train the same as leaving them unset), so that equal runs are
     found equal."""
+    import inspect
+
+    from pyg_fewshot import _config, nn
     from pyg_fewshot.cli.main import build_parser, run_config
     from pyg_fewshot.models import MODELS
     config = run_config(build_parser().parse_args(['train'] + job['argv']))
+    d = config.to_dict()
     default = getattr(MODELS[config.model.name], 'default_inner_lr', None)
-    if config.learner.inner_lr is None and isinstance(default, float):
-        config = config.override([f'learner.inner_lr={default}'])
-    return config.config_hash()
+    if isinstance(default, float) and d['learner']['inner_lr'] == default:
+        d['learner']['inner_lr'] = None
+    if d['model'].get('aggregator') == 'attentive':
+        params = inspect.signature(nn.AttentiveNeighborAggregator).parameters
+        d['model']['aggregator_kwargs'] = {
+            k: v for k, v in d['model']['aggregator_kwargs'].items()
+            if not (k in params and params[k].default == v)}
+    return _config.config_hash(d)
 
 
 def execute(job: dict) -> dict:
