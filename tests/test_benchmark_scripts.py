@@ -369,3 +369,34 @@ def test_benchmark_set_reuses_the_runs_of_an_equal_tuned_configuration(
                if line.startswith('| umls-one |'))
     cells = row.split(' | ')
     assert cells[3] == cells[2]  # metar-tuned == metar
+
+
+def test_benchmark_set_gives_the_published_codes_the_library_vectors(
+        tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, 'benchmarks'))
+    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
+    import json
+
+    import benchmark_set
+    import numpy as np
+
+    from pyg_fewshot.data import DataConfig, load_data
+    from pyg_fewshot.data.dataset import bundled_dir
+    runs = str(tmp_path / 'runs')
+    plain = benchmark_set.plain_folder('umls-one', bundled_dir(), runs)
+    entry = {'arg': 'umls-one'}
+    folder = benchmark_set.pretrained_folder('umls-one', entry, plain, runs)
+    vectors = np.load(os.path.join(folder, 'ent2vec.npy'))
+    with open(os.path.join(folder, 'ent2ids')) as f:
+        ent2ids = json.load(f)
+    _, data = load_data(DataConfig(dataset='umls-one', pretrain=True),
+                        progress=False)
+    emb = data['entity'].emb.numpy()
+    assert vectors.shape == (len(ent2ids), emb.shape[1])
+    for i, name in enumerate(data['entity'].names):
+        assert np.array_equal(vectors[ent2ids[name]], emb[i])
+    for name in benchmark_set.PUBLISHED_FILES:
+        assert os.path.isfile(os.path.join(folder, name))
+    # Made once, then reused.
+    assert benchmark_set.pretrained_folder('umls-one', entry, plain,
+                                           runs) == folder
