@@ -379,12 +379,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help='model to train (required without --config or '
                    "--preset; default: the configuration file's or "
                    "preset's)")
-    p.add_argument('--dataset', default=None,
-                   help="'umls-one' (bundled) or a folder in the standard "
-                   "few-shot layout (default: umls-one)")
-    p.add_argument('--data-root', default=None,
-                   help='where processed data is cached (default: '
-                   '$PYG_FEWSHOT_HOME or ~/.cache/pyg_fewshot)')
+    # None: the dataset of the configuration file or preset, if any.
+    _data_options(p, dataset=None)
     p.add_argument('--device', default=None, choices=['cpu', 'cuda'],
                    help='device to run on (default: cpu)')
     p.add_argument('--shots', type=positive_int, default=None,
@@ -423,6 +419,18 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help='data-parallel processes on this machine (gloo on '
                    'CPU, NCCL with --device cuda); the meta-batch is split '
                    'evenly. Under torchrun, leave it at 1 (default: 1)')
+
+
+def _data_options(p: argparse.ArgumentParser,
+                  dataset: Optional[str]) -> None:
+    r"""``--dataset`` and ``--data-root`` (``train``, ``tune``,
+    ``pretrain``)."""
+    p.add_argument('--dataset', default=dataset,
+                   help="'umls-one' (bundled) or a folder in the standard "
+                   'few-shot layout (default: umls-one)')
+    p.add_argument('--data-root', default=None,
+                   help='where processed data is cached (default: '
+                   '$PYG_FEWSHOT_HOME or ~/.cache/pyg_fewshot)')
 
 
 def _saved_run_options(p: argparse.ArgumentParser) -> None:
@@ -540,12 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('pretrain', help='pretrain TransE vectors on the '
                        'background graph')
-    p.add_argument('--dataset', default=DEFAULT_DATASET,
-                   help="'umls-one' (bundled) or a folder in the standard "
-                   'few-shot layout (default: umls-one)')
-    p.add_argument('--data-root', default=None,
-                   help='where processed data is cached (default: '
-                   '$PYG_FEWSHOT_HOME or ~/.cache/pyg_fewshot)')
+    _data_options(p, dataset=DEFAULT_DATASET)
     p.add_argument('--dim', type=positive_int, default=100,
                    help='embedding size (default: 100)')
     p.add_argument('--epochs', type=positive_int, default=None,
