@@ -47,8 +47,9 @@ N runs at a time, in separate processes of ``--threads`` threads each; a
 failing run prints its error and the grid goes on.
 
 The tables: test MRR (mean ± std over seeds) per dataset with the chance
-level (the evaluator's exact random-scoring MRR), dev MRR (to choose on),
-and test MRR per seed.
+level (the evaluator's exact random-scoring MRR) and the degree baseline
+(``pyg_fewshot.evaluation.degree_baseline``: candidates ranked by their
+background degree), dev MRR (to choose on), and test MRR per seed.
 """
 import argparse
 import concurrent.futures
@@ -283,7 +284,6 @@ def _library_run(argv: List[str]) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):  # the CLI's summary
         res = run_train(argv)
     return {'test': res['test']['mrr'], 'dev': res['dev']['mrr'],
-            'chance': res['test_random_baseline']['mrr'],
             'seconds': res['train_seconds'], 'reused': reused}
 
 
@@ -316,7 +316,7 @@ def _published_run(code: str, folder: str, form: str, seed: int, out: str,
         with open(os.path.join(out, 'stdout.txt')) as f:
             match = BEST_DEV.search(f.read())
         dev = float(match.group(2)) if match else None
-    return {'test': res['mrr'], 'dev': dev, 'chance': None,
+    return {'test': res['mrr'], 'dev': dev,
             'seconds': res['seconds'], 'reused': reused}
 
 
@@ -412,17 +412,18 @@ def _seeds_cell(rows: List[dict]) -> str:
                      for r in rows)
 
 
-def _chance(name: str, entry: dict, shots: int) -> Optional[float]:
-    """The evaluator's random-scoring test MRR, from the data (when no
-    library run gave it)."""
+def _floors(name: str, entry: dict, shots: int) -> List[Optional[float]]:
+    """The test MRR of the evaluator's two floors, from the data: a random
+    ranking (exact) and the ranking by background degree."""
     try:
         from pyg_fewshot.data import load_dataset
-        from pyg_fewshot.evaluation.evaluator import chance_level
+        from pyg_fewshot.evaluation import chance_level, degree_baseline
         data = load_dataset(entry['arg'])[0]
-        return chance_level(data, 'test', shots)['mrr']
+        return [chance_level(data, 'test', shots)['mrr'],
+                degree_baseline(data, 'test', shots)['mrr']]
     except Exception as e:  # noqa: B902
         print(f'{name}: no chance level ({e})', file=sys.stderr)
-        return None
+        return [None, None]
 
 
 def _describe(per_dataset: Dict[str, List[str]]) -> str:
@@ -612,18 +613,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     head = '| dataset | ' + ' | '.join(cols) + ' |'
     rule = '|---' * (len(cols) + 1) + '|'
     test = ['Test MRR (mean ± std over seeds), with the chance level (the '
-            "evaluator's expected MRR of a random ranking):", '',
-            head.replace('| dataset |', '| dataset | chance |'),
-            rule + '---|']
+            "evaluator's expected MRR of a random ranking) and the degree "
+            'baseline (candidates ranked by their background degree):', '',
+            head.replace('| dataset |', '| dataset | chance | degree |'),
+            rule + '---|---|']
     dev = ['Dev MRR of the chosen checkpoint (mean ± std; choose on '
            'this):', '', head, rule]
     per_seed = [f'Test MRR per seed {args.seeds}:', '', head, rule]
     for d, entry in sets_.items():
-        chance = [r['chance'] for (d_, _), rows in grid.items() if d_ == d
-                  for r in rows if r.get('chance') is not None]
-        value = chance[0] if chance else _chance(d, entry, args.shots)
+        floors = _floors(d, entry, args.shots)
         test.append(f'| {d} | '
-                    + ('–' if value is None else f'{value:.3f}') + ' | '
+                    + ' | '.join('–' if v is None else f'{v:.3f}'
+                                 for v in floors) + ' | '
                     + ' | '.join(cell(d, c, 'test') for c in cols) + ' |')
         dev.append(f'| {d} | '
                    + ' | '.join(cell(d, c, 'dev') for c in cols) + ' |')

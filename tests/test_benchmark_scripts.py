@@ -240,7 +240,8 @@ def test_published_code_worker_times_steps(throughput, tmp_path):
 #: The keys of results.json that the benchmark tables read.
 RESULTS_KEYS = ('model', 'dataset', 'shots', 'seed', 'steps', 'best_step',
                 'train_seconds', 'stopped_early', 'dev', 'test',
-                'test_random_baseline', 'history', 'config', 'config_hash',
+                'test_random_baseline', 'test_degree_baseline', 'history',
+                'config', 'config_hash',
                 'threads', 'nproc', 'version', 'torch_version',
                 'data_fingerprint')
 
@@ -327,14 +328,18 @@ def test_benchmark_set_tables_reuse_runs_and_skip_published_code(
     assert tables(first) == tables(second)
     rows = [line.split(' | ') for line in first.splitlines()
             if line.startswith('| ')]
-    assert rows[0] == ['| dataset', 'chance', 'metar', 'published-metar',
-                       'published-moemeta |']
+    assert rows[0] == ['| dataset', 'chance', 'degree', 'metar',
+                       'published-metar', 'published-moemeta |']
     test_rows = {r[0][2:]: r for r in rows[1:3]}
     assert set(test_rows) == {'umls-one', 'synth-small'}
     for row in test_rows.values():
-        chance, mrr = float(row[1]), float(row[2])
-        assert 0 < chance < 1 and 0 < mrr <= 1
-        assert row[3:] == ['skipped', 'skipped |']
+        chance, degree, mrr = float(row[1]), float(row[2]), float(row[3])
+        assert 0 < chance < 1 and 0 < degree < 1 and 0 < mrr <= 1
+        assert row[4:] == ['skipped', 'skipped |']
+    # UMLS-One's common entities are common tails: the degree baseline is
+    # far above chance there (docs/results.md).
+    assert float(test_rows['umls-one'][2]) > 2 * float(
+        test_rows['umls-one'][1])
     assert 'published-metar: skipped on every dataset: no checkout' in first
     assert 'published-moemeta: skipped on every dataset' in first
 
@@ -368,7 +373,7 @@ def test_benchmark_set_reuses_the_runs_of_an_equal_tuned_configuration(
     row = next(line for line in out.out.splitlines()
                if line.startswith('| umls-one |'))
     cells = row.split(' | ')
-    assert cells[3] == cells[2]  # metar-tuned == metar
+    assert cells[4] == cells[3]  # metar-tuned == metar (after chance, degree)
 
 
 def test_benchmark_set_gives_the_published_codes_the_library_vectors(

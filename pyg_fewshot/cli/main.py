@@ -125,6 +125,9 @@ def cmd_train(args: argparse.Namespace) -> Any:
     base = result.test_random_baseline
     print(f"test random-scoring baseline: MRR {base['mrr']:.4f}  "
           f"Hits@10 {base['hits@10']:.4f}")
+    base = result.test_degree_baseline
+    print(f"test degree baseline (rank by background degree): MRR "
+          f"{base['mrr']:.4f}  Hits@10 {base['hits@10']:.4f}")
     print(f"results written to {os.path.join(args.output, 'results.json')}")
     return result
 

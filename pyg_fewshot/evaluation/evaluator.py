@@ -1,11 +1,12 @@
 r"""The published few-shot evaluation protocol, batched and vectorised."""
 import time
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
+from torch_geometric.utils import degree
 
 from ..data.hetero import (ENTITY, candidates, is_true_triple,
                            split_relations, task_triples)
@@ -188,14 +189,16 @@ def _rank_relation(model: FewShotModel, learner: MetaLearner,
     return out
 
 
-def chance_level(data: HeteroData, split: str = 'test', shots: int = 1,
-                 candidate_set: str = 'relation',
-                 ks: tuple = (1, 5, 10)) -> Dict[str, Any]:
-    r"""The exact expected metrics of a random ranking under the same
-    protocol as :func:`evaluate` (each query's true tail uniformly placed
-    among its filtered candidates); the floor every model must clear."""
+def _split_queries(data: HeteroData, split: str, shots: int,
+                   candidate_set: str) -> Iterator[Tuple[Tensor, Tensor,
+                                                         Tensor]]:
+    r"""``(query, cand, valid)`` of every relation of ``split`` that has
+    queries, exactly as :func:`evaluate` ranks them: the sorted candidates
+    and the mask of those left after filtering (the true tail kept)."""
+    if candidate_set not in ('relation', 'all'):
+        raise ValueError(f"Unknown candidate_set '{candidate_set}': expected "
+                         f"'relation' or 'all'")
     num_entities = data[ENTITY].num_nodes
-    parts: List[Dict[str, Tensor]] = []
     for rel in split_relations(data, split).tolist():
         query = task_triples(data, rel)[shots:]
         if query.numel() == 0:
@@ -205,12 +208,55 @@ def chance_level(data: HeteroData, split: str = 'test', shots: int = 1,
                                            query[:, 1]]))
         else:
             cand = torch.arange(num_entities)
+        # Every known true tail of (h, r) is filtered, the query's own
+        # among them: it is ranked, not counted.
         valid = ~is_true_triple(data, torch.tensor(rel), query[:, :1],
                                 cand.unsqueeze(0))
-        others = valid.sum(1)
-        parts.append(ranking_metrics(torch.zeros_like(others), others,
-                                     'expected', ks))
+        yield query, cand, valid
+
+
+def _pooled(parts: List[Dict[str, Tensor]]) -> Dict[str, Any]:
     pooled = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     out: Dict[str, Any] = summarize(pooled)
     out['num_queries'] = pooled['rr'].numel()
     return out
+
+
+def chance_level(data: HeteroData, split: str = 'test', shots: int = 1,
+                 candidate_set: str = 'relation',
+                 ks: tuple = (1, 5, 10)) -> Dict[str, Any]:
+    r"""The exact expected metrics of a random ranking under the same
+    protocol as :func:`evaluate` (each query's true tail uniformly placed
+    among its filtered candidates); the floor every model must clear."""
+    parts: List[Dict[str, Tensor]] = []
+    for _, _, valid in _split_queries(data, split, shots, candidate_set):
+        others = valid.sum(1)
+        parts.append(ranking_metrics(torch.zeros_like(others), others,
+                                     'expected', ks))
+    return _pooled(parts)
+
+
+def degree_baseline(data: HeteroData, split: str = 'test', shots: int = 1,
+                    candidate_set: str = 'relation',
+                    ks: tuple = (1, 5, 10)) -> Dict[str, Any]:
+    r"""The metrics of ranking every query's filtered candidates by their
+    degree in the background graph (in plus out, over all background
+    relations), under the same protocol as :func:`evaluate`.
+
+    The score ignores the head, the relation and the support set: it is
+    what a model earns by learning only which entities are common, a
+    second floor beside :func:`chance_level` (on some KGs it is far above
+    chance). Candidates of equal degree are ordered at random, in
+    expectation (tie policy ``'expected'``)."""
+    N = data[ENTITY].num_nodes
+    deg = torch.zeros(N)
+    for edge_type in data.edge_types:
+        edge_index = data[edge_type].edge_index
+        deg += degree(edge_index[0], N) + degree(edge_index[1], N)
+    parts: List[Dict[str, Tensor]] = []
+    for query, cand, valid in _split_queries(data, split, shots,
+                                             candidate_set):
+        scores = deg[cand].expand(query.size(0), -1)
+        higher, ties = count_rank_terms(deg[query[:, 1]], scores, valid)
+        parts.append(ranking_metrics(higher, ties, 'expected', ks))
+    return _pooled(parts)

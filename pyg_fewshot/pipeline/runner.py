@@ -20,7 +20,7 @@ from .._io import atomic_write_json
 from ..data import EpisodeSampler
 from ..data.config import load_data
 from ..data.fingerprint import data_fingerprint
-from ..evaluation import chance_level, evaluate
+from ..evaluation import chance_level, degree_baseline, evaluate
 from ..meta import MetaLearner, MetaTrainer, load_checkpoint
 from ..meta import distributed as dist_utils
 from ..meta.checkpoint import CheckpointError, check_data
@@ -52,6 +52,10 @@ class RunResult:
         dev (dict): Dev metrics of the best checkpoint.
         test (dict): Test metrics of the best checkpoint.
         test_random_baseline (dict): The exact chance level on test.
+        test_degree_baseline (dict, optional): The metrics on test of
+            ranking by background degree
+            (:func:`~pyg_fewshot.evaluation.degree_baseline`);
+            :obj:`None` when read from a run that predates it.
         steps (int): Meta-training steps run.
         best_step (int): Step of the best dev validation.
         stopped_early (bool): Whether early stopping ended training.
@@ -76,6 +80,7 @@ class RunResult:
     info: Dict[str, Any] = field(default_factory=dict)
     model: Optional[FewShotModel] = field(default=None, repr=False,
                                           compare=False)
+    test_degree_baseline: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         r"""The ``results.json`` form (plain values)."""
@@ -87,6 +92,7 @@ class RunResult:
             train_seconds=round(self.train_seconds, 2),
             stopped_early=self.stopped_early, dev=self.dev, test=self.test,
             test_random_baseline=self.test_random_baseline,
+            test_degree_baseline=self.test_degree_baseline,
             history=self.history, config=c.to_dict(),
             config_hash=c.config_hash(), **self.info)
 
@@ -96,10 +102,12 @@ class RunResult:
         r"""Reads the ``results.json`` form back."""
         known = {'model', 'dataset', 'shots', 'seed', 'steps', 'best_step',
                  'train_seconds', 'stopped_early', 'dev', 'test',
-                 'test_random_baseline', 'history', 'config', 'config_hash'}
+                 'test_random_baseline', 'test_degree_baseline', 'history',
+                 'config', 'config_hash'}
         return cls(config=RunConfig.from_dict(d['config']), dev=d['dev'],
                    test=d['test'],
                    test_random_baseline=d['test_random_baseline'],
+                   test_degree_baseline=d.get('test_degree_baseline'),
                    steps=d['steps'], best_step=d['best_step'],
                    stopped_early=d['stopped_early'],
                    train_seconds=d['train_seconds'], history=d['history'],
@@ -298,6 +306,7 @@ def _run(config: RunConfig, output: str, resume: bool,
     result = RunResult(
         config=config, dev=metrics_view(dev), test=metrics_view(test),
         test_random_baseline=chance_level(data, 'test', shots),
+        test_degree_baseline=degree_baseline(data, 'test', shots),
         steps=summary['steps'], best_step=summary['best_step'],
         stopped_early=summary['stopped_early'],
         train_seconds=summary['train_seconds'], history=summary['history'],

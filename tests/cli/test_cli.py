@@ -45,7 +45,8 @@ def test_train_writes_results_and_evaluate_reproduces(tmp_path, capsys):
     res = read_results(out)
     for key in ('model', 'dataset', 'shots', 'seed', 'steps', 'best_step',
                 'train_seconds', 'stopped_early', 'dev', 'test',
-                'test_random_baseline', 'history', 'config', 'config_hash',
+                'test_random_baseline', 'test_degree_baseline', 'history',
+                'config', 'config_hash',
                 'threads', 'nproc', 'version', 'torch_version',
                 'data_fingerprint'):
         assert key in res, key

@@ -167,3 +167,33 @@ def test_task_scope_gets_the_support_and_the_run_learner(tiny_data):
         # init_local gets the same support as [1, K, 2] ids, in the scope.
         assert torch.equal(ids, support.unsqueeze(0)) and inside
     assert not model.inside
+
+
+def test_degree_baseline_ranks_by_background_degree():
+    from pyg_fewshot.data.hetero import build_fewshot_data
+    from pyg_fewshot.evaluation import degree_baseline
+
+    # Background degrees (in + out): 0:1, 1:3, 2:2, 3:1, 4:1, 5:0.
+    bg = torch.tensor([[0, 0, 1], [2, 0, 1], [3, 0, 1], [2, 0, 4]])
+    pairs = torch.tensor
+    tasks = {
+        'train': [('train0', pairs([[0, 1], [2, 3]]))],
+        'dev': [('dev0', pairs([[0, 1], [3, 4]]))],
+        # Support (0, 3); queries (5, 1), (5, 4), (2, 5).
+        'test': [('test0', pairs([[0, 3], [5, 1], [5, 4], [2, 5]]))],
+    }
+    cands = {'train0': torch.arange(6), 'dev0': torch.arange(6),
+             'test0': torch.tensor([1, 3, 4, 5])}
+    data = build_fewshot_data(6, bg, ['bg0'], tasks, cands)
+    res = degree_baseline(data, 'test', shots=1)
+    # (5, 1): 4 is filtered, 1 (degree 3) beats 3 and 5: rank 1.
+    # (5, 4): 1 is filtered, 4 ties with 3 (degree 1), beats 5: rr 3/4.
+    # (2, 5): 1, 3 and 4 all have a higher degree than 5: rank 4.
+    assert res['num_queries'] == 3
+    assert res['mrr'] == pytest.approx((1 + 0.75 + 0.25) / 3)
+    assert res['hits@1'] == pytest.approx((1 + 0.5 + 0) / 3)
+    # Over all six entities, 0 and 2 join the candidates of (2, 5).
+    every = degree_baseline(data, 'test', shots=1, candidate_set='all')
+    assert every['mrr'] < res['mrr']
+    with pytest.raises(ValueError, match="candidate_set 'some'"):
+        degree_baseline(data, 'test', candidate_set='some')
