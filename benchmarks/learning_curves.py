@@ -2,13 +2,16 @@
 
     python benchmarks/learning_curves.py RUN_DIR [RUN_DIR ...]
         [--labels A B ...] [--output docs/figures/curves.png]
-        [--title TEXT]
+        [--title TEXT] [--x steps|minutes]
 
 Each folder's validation history is read from its ``results.json`` (a
 finished run) or else from its ``last.pt`` (a run still training, or one
 that was stopped), so the curves of runs in progress can be drawn as they
-go; the best validation of each run is marked. Prints one line per run:
-steps so far, best dev MRR and its step, and whether it finished.
+go; the best validation of each run is marked. ``--x minutes`` draws them
+against training time (validation excluded), which the history records
+from version 0.1.0's ``train_seconds`` on. Prints one line per run:
+steps so far, best dev MRR and its step (and minutes), and whether it
+finished.
 """
 import argparse
 import json
@@ -35,6 +38,9 @@ def main() -> None:
     parser.add_argument('--labels', nargs='+', default=None)
     parser.add_argument('--title', default='dev MRR during meta-training')
     parser.add_argument('--output', required=True)
+    parser.add_argument('--x', choices=['steps', 'minutes'],
+                        default='steps',
+                        help='horizontal axis (default: steps)')
     args = parser.parse_args()
     labels = args.labels or [os.path.basename(os.path.normpath(r))
                              for r in args.runs]
@@ -46,15 +52,24 @@ def main() -> None:
     ax = fig.subplots()
     for folder, label in zip(args.runs, labels):
         hist, steps, finished = history(folder)
-        xs = [h['step'] for h in hist]
+        if args.x == 'minutes':
+            if not all('train_seconds' in h for h in hist):
+                raise SystemExit(f"error: {folder}: its history records no "
+                                 f"training time; use --x steps")
+            xs = [h['train_seconds'] / 60 for h in hist]
+        else:
+            xs = [h['step'] for h in hist]
         ys = [h['score'] for h in hist]
         best = max(range(len(ys)), key=ys.__getitem__)
         line, = ax.plot(xs, ys, label=label, linewidth=1.2)
         ax.plot([xs[best]], [ys[best]], marker='o', color=line.get_color())
         print(f'{label}: {steps} steps ({"finished" if finished else "in progress"}), '
-              f'best dev MRR {ys[best]:.4f} at step {xs[best]}',
+              f'best dev MRR {ys[best]:.4f} at step {hist[best]["step"]}'
+              + (f' ({xs[best]:.1f} min)' if args.x == 'minutes' else ''),
               file=sys.stderr)
-    ax.set(xlabel='meta-training step', ylabel='dev MRR', title=args.title)
+    ax.set(xlabel=('training minutes (validation excluded)'
+                   if args.x == 'minutes' else 'meta-training step'),
+           ylabel='dev MRR', title=args.title)
     ax.grid(alpha=0.3)
     ax.legend(loc='lower right', fontsize='small')
     os.makedirs(os.path.dirname(os.path.abspath(args.output)),

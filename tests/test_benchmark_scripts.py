@@ -405,3 +405,37 @@ def test_benchmark_set_gives_the_published_codes_the_library_vectors(
     # Made once, then reused.
     assert benchmark_set.pretrained_folder('umls-one', entry, plain,
                                            runs) == folder
+
+
+def test_learning_curves_against_steps_and_training_minutes(
+        common, tiny_data, tmp_path, monkeypatch, capsys):
+    import json
+
+    from pyg_fewshot.data.writer import write_fewshot_folder
+    curves = _benchmark_module('learning_curves')
+    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
+    data = str(tmp_path / 'data')
+    write_fewshot_folder(tiny_data, data)
+    out = str(tmp_path / 'run')
+    common.run_train(['--model', 'metar', '--dataset', data, '--max-steps',
+                      '4', '--eval-every', '2', '--batch-size', '8', '--dim',
+                      '8', '--quiet', '--output', out])
+    for x in ('steps', 'minutes'):
+        png = tmp_path / f'{x}.png'
+        monkeypatch.setattr('sys.argv', ['learning_curves.py', out, '--x', x,
+                                         '--output', str(png)])
+        curves.main()
+        assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert '4 steps (finished), best dev MRR' in capsys.readouterr().err
+    # A run written before the history recorded training time.
+    with open(os.path.join(out, 'results.json')) as f:
+        res = json.load(f)
+    for h in res['history']:
+        del h['train_seconds']
+    with open(os.path.join(out, 'results.json'), 'w') as f:
+        json.dump(res, f)
+    monkeypatch.setattr('sys.argv', ['learning_curves.py', out, '--x',
+                                     'minutes', '--output',
+                                     str(tmp_path / 'old.png')])
+    with pytest.raises(SystemExit, match='records no training time'):
+        curves.main()

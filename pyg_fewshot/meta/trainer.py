@@ -346,7 +346,10 @@ class MetaTrainer:
         score = self.validate() if self.validate is not None else -math.inf
         # Every rank must take the same early-stopping decision.
         score = dist_utils.broadcast_object(score)
-        entry = {'step': self.step, 'score': score}
+        # Training time so far (validation excluded): curves against
+        # wall-clock time and the time to reach a score read it.
+        entry = {'step': self.step, 'score': score,
+                 'train_seconds': round(self.train_seconds, 3)}
         if self._loss_steps:
             entry['train_loss'] = self._loss_sum / self._loss_steps
         self._loss_sum, self._loss_steps = 0.0, 0

@@ -49,6 +49,11 @@ def test_run_config_is_stored_and_checked_on_resume(tiny_data, tmp_path):
     summary = make_trainer(tiny_data, tmp_path, 4,
                            run_config=run_config).fit()
     assert summary['steps'] == 4 and summary['history'][0]['step'] == 2
+    # Each validation records the training time so far; the resumed run
+    # adds to it, and the last entry is the run's total.
+    seconds = [h['train_seconds'] for h in summary['history']]
+    assert len(seconds) == 2 and 0 < seconds[0] <= seconds[1]
+    assert seconds[1] == pytest.approx(summary['train_seconds'], abs=1e-3)
 
 
 @pytest.mark.parametrize('option', [dict(lr_schedule='cosine'),

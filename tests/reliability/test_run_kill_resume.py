@@ -32,6 +32,8 @@ def command(out, *extra):
 
 def without_timings(results):
     out = {k: v for k, v in results.items() if k != 'train_seconds'}
+    out['history'] = [{k: v for k, v in h.items() if k != 'train_seconds'}
+                      for h in out['history']]
     for split in ('dev', 'test'):
         out[split] = {k: v for k, v in out[split].items() if k != 'seconds'}
     return out
