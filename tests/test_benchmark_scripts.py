@@ -439,3 +439,40 @@ def test_learning_curves_against_steps_and_training_minutes(
                                      str(tmp_path / 'old.png')])
     with pytest.raises(SystemExit, match='records no training time'):
         curves.main()
+
+
+def test_transductive_reference_holds_out_half_of_each_query_set(
+        tiny_data, tmp_path, monkeypatch, capsys):
+    from pyg_fewshot.data import load_dataset
+    from pyg_fewshot.data.hetero import split_relations, task_triples
+    from pyg_fewshot.data.writer import write_fewshot_folder
+    ref = _benchmark_module('transductive_reference')
+    train, held = ref.triples(tiny_data, 0, shots=1)
+    R = len(tiny_data.edge_types)
+    for split in ('dev', 'test'):
+        rels = split_relations(tiny_data, split).tolist()
+        assert [rel for rel, _ in held[split]] == rels
+        for rel, query in held[split]:
+            trip = task_triples(tiny_data, rel)
+            assert query.size(0) == (trip.size(0) - 1) // 2
+            seen = train[train[:, 1] == R + rel][:, [0, 2]]
+            # The support is trained on; no held-out query is.
+            assert (seen == trip[0]).all(1).any()
+            assert not (seen.unsqueeze(1) == query.unsqueeze(0)).all(
+                -1).any()
+            assert seen.size(0) + query.size(0) == trip.size(0)
+    # The planted offsets (tail = head + k mod N) are rotations of a
+    # circle: RotatE learns them from the triples it sees.
+    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
+    write_fewshot_folder(tiny_data, str(tmp_path / 'data'))
+    monkeypatch.setattr('sys.argv', [
+        'transductive_reference.py', '--dataset', str(tmp_path / 'data'),
+        '--models', 'rotate', '--seeds', '0', '--epochs', '300',
+        '--eval-every', '60', '--dim', '16'])
+    ref.main()
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines()
+               if line.startswith('| rotate |'))
+    chance = float(out.split('chance ')[1].split(',')[0])
+    assert chance < 0.2 and float(row.split(' | ')[1]) > 0.9
+    assert load_dataset(str(tmp_path / 'data'))[0]['entity'].num_nodes == 40
