@@ -110,6 +110,15 @@ def _print_metrics(name: str, res: Dict[str, Any]) -> None:
           f"{res['macro']['mrr']:.4f})")
 
 
+def _print_floors(split: str, chance: Dict[str, Any],
+                  degree: Dict[str, Any]) -> None:
+    # The two floors a model's numbers must be read against.
+    print(f"{split} random-scoring baseline: MRR {chance['mrr']:.4f}  "
+          f"Hits@10 {chance['hits@10']:.4f}")
+    print(f"{split} degree baseline (rank by background degree): MRR "
+          f"{degree['mrr']:.4f}  Hits@10 {degree['hits@10']:.4f}")
+
+
 # Commands ------------------------------------------------------------------
 
 
@@ -122,19 +131,15 @@ def cmd_train(args: argparse.Namespace) -> Any:
                  progress=not args.quiet, trackers=args.tracker)
     _print_metrics('dev ', result.dev)
     _print_metrics('test', result.test)
-    base = result.test_random_baseline
-    print(f"test random-scoring baseline: MRR {base['mrr']:.4f}  "
-          f"Hits@10 {base['hits@10']:.4f}")
-    base = result.test_degree_baseline
-    print(f"test degree baseline (rank by background degree): MRR "
-          f"{base['mrr']:.4f}  Hits@10 {base['hits@10']:.4f}")
+    _print_floors('test', result.test_random_baseline,
+                  result.test_degree_baseline)
     print(f"results written to {os.path.join(args.output, 'results.json')}")
     return result
 
 
 def cmd_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     from .._io import atomic_write_json
-    from ..evaluation import evaluate
+    from ..evaluation import chance_level, degree_baseline, evaluate
     from ..meta import MetaLearner
     from ..pipeline import load_run
     from ..pipeline.runner import metrics_view
@@ -150,6 +155,9 @@ def cmd_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
                    candidate_set=args.candidates,
                    seed=config.seed)
     _print_metrics(args.split, res)
+    _print_floors(args.split,
+                  chance_level(data, args.split, shots, args.candidates),
+                  degree_baseline(data, args.split, shots, args.candidates))
     if args.output:
         atomic_write_json(metrics_view(res), args.output)
     return res

@@ -78,6 +78,11 @@ def test_train_writes_results_and_evaluate_reproduces(tmp_path, capsys):
     assert main(['evaluate', '--checkpoint', out, '--split', 'test']) == 0
     printed = capsys.readouterr().out
     assert f"MRR {res['test']['mrr']:.4f}" in printed
+    # The same two floors as training wrote for the test split.
+    for name, key in (('random-scoring', 'test_random_baseline'),
+                      ('degree', 'test_degree_baseline')):
+        assert (f"test {name} baseline" in printed
+                and f"MRR {res[key]['mrr']:.4f}" in printed), name
 
 
 def test_train_resumes_instead_of_restarting(tmp_path):
@@ -372,11 +377,13 @@ def test_fusionadapter_evaluate_equals_train(tiny_data, tmp_path, capsys):
     res = read_results(out)
     assert res['config']['model']['backbone']['embedding_dim'] == 8
     assert res['config']['learner']['margin'] == 2.0
-    test_line = [line for line in printed.splitlines()
-                 if line.startswith('test:')]
+    # The test metrics and the two floors, as training printed them.
+    test_lines = [line for line in printed.splitlines()
+                  if line.startswith('test')]
+    assert len(test_lines) == 3
     assert main(['evaluate', '--checkpoint', out, '--split', 'test',
                  '--output', str(tmp_path / 'test.json')]) == 0
-    assert capsys.readouterr().out.splitlines() == test_line
+    assert capsys.readouterr().out.splitlines() == test_lines
     with open(tmp_path / 'test.json') as f:
         again = json.load(f)
     for key in ('mrr', 'hits@1', 'hits@5', 'hits@10', 'mean_rank',
