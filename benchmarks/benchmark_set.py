@@ -422,7 +422,8 @@ def _floors(name: str, entry: dict, shots: int) -> List[Optional[float]]:
         return [chance_level(data, 'test', shots)['mrr'],
                 degree_baseline(data, 'test', shots)['mrr']]
     except Exception as e:  # noqa: B902
-        print(f'{name}: no chance level ({e})', file=sys.stderr)
+        print(f'{name}: no chance level or degree baseline ({e})',
+              file=sys.stderr)
         return [None, None]
 
 

@@ -19,8 +19,9 @@ learn them from one example. Dev chooses the epoch; the table reports test
 MRR of the held-out halves, mean ± std over seeds, with the chance level and
 the degree baseline of the same queries.
 
-Mini-batch training with the models' own losses and loaders, Adam; meant for the small KGs (UMLS-One, Nations-One,
-Kinships-One, the synthetic settings), not NELL-One.
+Mini-batch training with the models' own losses and loaders, Adam; meant
+for the small KGs (UMLS-One, Nations-One, Kinships-One, the synthetic
+settings), not NELL-One.
 """
 import argparse
 import sys
@@ -41,12 +42,9 @@ def triples(data, split_seed: int, shots: int
     triples, and per split the held-out ``(task relation, [n, 2] queries)``
     of each dev and test relation."""
     from pyg_fewshot.data.hetero import split_relations, task_triples
-    parts = []
-    R = len(data.edge_types)
-    for r, edge_type in enumerate(data.edge_types):
-        ei = data[edge_type].edge_index
-        parts.append(torch.stack([ei[0], torch.full_like(ei[0], r), ei[1]],
-                                 1))
+    ei = data.bg_edge_index
+    parts = [torch.stack([ei[0], data.bg_edge_type, ei[1]], 1)]
+    R = len(data.relation_names)
     held: Dict[str, List[Tuple[int, Tensor]]] = {'dev': [], 'test': []}
     g = torch.Generator().manual_seed(split_seed)
     for split in ('train', 'dev', 'test'):
@@ -93,12 +91,8 @@ def floors(data, held: List[Tuple[int, Tensor]], R: int
     """The exact chance level and the degree baseline
     (:func:`pyg_fewshot.evaluation.degree_baseline`'s ranking) of the
     held-out queries ``held``."""
-    from torch_geometric.utils import degree
-    N = data['entity'].num_nodes
-    deg = torch.zeros(N)
-    for edge_type in data.edge_types:
-        ei = data[edge_type].edge_index
-        deg += degree(ei[0], N) + degree(ei[1], N)
+    from pyg_fewshot.data.hetero import background_degree
+    deg = background_degree(data)
     chance = rank_held(lambda h, r, t: torch.zeros(t.numel()), data, held,
                        R, ties='expected')
     by_degree = rank_held(lambda h, r, t: deg[t], data, held, R,
@@ -111,7 +105,7 @@ def train_one(name: str, data, seed: int, args) -> Dict[str, float]:
     cls = {'transe': kge.TransE, 'distmult': kge.DistMult,
            'complex': kge.ComplEx, 'rotate': kge.RotatE}[name]
     train, held = triples(data, seed, args.shots)
-    R = len(data.edge_types)
+    R = len(data.relation_names)
     num_rel = R + len(data.task_relation_names)
     torch.manual_seed(seed)
     model = cls(data['entity'].num_nodes, num_rel, args.dim)
@@ -152,7 +146,7 @@ def main() -> None:
 
     from pyg_fewshot.data import load_dataset
     data = load_dataset(args.dataset)[0]
-    R = len(data.edge_types)
+    R = len(data.relation_names)
     rows = []
     per_seed_floors = [floors(data, triples(data, s, args.shots)[1]['test'],
                               R) for s in args.seeds]

@@ -448,7 +448,7 @@ def test_transductive_reference_holds_out_half_of_each_query_set(
     from pyg_fewshot.data.writer import write_fewshot_folder
     ref = _benchmark_module('transductive_reference')
     train, held = ref.triples(tiny_data, 0, shots=1)
-    R = len(tiny_data.edge_types)
+    R = len(tiny_data.relation_names)
     for split in ('dev', 'test'):
         rels = split_relations(tiny_data, split).tolist()
         assert [rel for rel, _ in held[split]] == rels

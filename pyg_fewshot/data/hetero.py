@@ -94,6 +94,13 @@ def candidates(data: HeteroData, rel: int) -> Tensor:
     return data.cand_idx[int(ptr[rel]):int(ptr[rel + 1])]
 
 
+def background_degree(data: HeteroData) -> Tensor:
+    r"""The ``[N]`` degree (in plus out) of every entity in the background
+    graph."""
+    return torch.bincount(data.bg_edge_index.reshape(-1),
+                          minlength=data[ENTITY].num_nodes)
+
+
 def _csr(index: Tensor, num_rows: int) -> Tuple[Tensor, Tensor]:
     """Stable sort of ``index`` and the row pointer of the sorted order."""
     perm = torch.sort(index, stable=True).indices

@@ -6,10 +6,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
-from torch_geometric.utils import degree
 
-from ..data.hetero import (ENTITY, candidates, is_true_triple,
-                           split_relations, task_triples)
+from ..data.hetero import (ENTITY, background_degree, candidates,
+                           is_true_triple, split_relations, task_triples)
 from ..data.io import check_shots
 from ..data.sampler import sample_negative_tails
 from ..meta import distributed as dist_utils
@@ -248,11 +247,7 @@ def degree_baseline(data: HeteroData, split: str = 'test', shots: int = 1,
     second floor beside :func:`chance_level` (on some KGs it is far above
     chance). Candidates of equal degree are ordered at random, in
     expectation (tie policy ``'expected'``)."""
-    N = data[ENTITY].num_nodes
-    deg = torch.zeros(N)
-    for edge_type in data.edge_types:
-        edge_index = data[edge_type].edge_index
-        deg += degree(edge_index[0], N) + degree(edge_index[1], N)
+    deg = background_degree(data)
     parts: List[Dict[str, Tensor]] = []
     for query, cand, valid in _split_queries(data, split, shots,
                                              candidate_set):
