@@ -2,7 +2,7 @@
 
     python benchmarks/learning_curves.py RUN_DIR [RUN_DIR ...]
         [--labels A B ...] [--output docs/figures/curves.png]
-        [--title TEXT] [--x steps|minutes]
+        [--title TEXT] [--x steps|minutes] [--reach MRR]
 
 Each folder's validation history is read from its ``results.json`` (a
 finished run) or else from its ``last.pt`` (a run still training, or one
@@ -12,6 +12,12 @@ against training time (validation excluded), which the history records
 from version 0.1.0's ``train_seconds`` on. Prints one line per run:
 steps so far, best dev MRR and its step (and minutes), and whether it
 finished.
+
+A run trained with ``--set trainer.monitor=[test]`` also records the test
+MRR at every validation (never used to choose); its test curve is drawn
+dashed in the same colour, and ``--reach MRR`` prints the first
+validation whose test MRR reaches that level (its step and training
+minutes), the time to a published figure.
 """
 import argparse
 import json
@@ -32,6 +38,20 @@ def history(folder: str) -> Tuple[List[Dict[str, float]], int, bool]:
     return state['history'], state['step'], False
 
 
+def reached(hist: List[Dict[str, float]], level: float) -> str:
+    r"""When the recorded test MRR first reaches ``level``."""
+    if not any('test_mrr' in h for h in hist):
+        return 'no test MRR recorded (train with trainer.monitor=[test])'
+    for h in hist:
+        if h.get('test_mrr', -1.0) >= level:
+            minutes = (f", {h['train_seconds'] / 60:.1f} training minutes"
+                       if 'train_seconds' in h else '')
+            return (f"test MRR {h['test_mrr']:.4f} >= {level} first at step "
+                    f"{h['step']}{minutes}")
+    best = max(h.get('test_mrr', -1.0) for h in hist)
+    return f'test MRR never reached {level} (highest {best:.4f})'
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument('runs', nargs='+')
@@ -41,6 +61,9 @@ def main() -> None:
     parser.add_argument('--x', choices=['steps', 'minutes'],
                         default='steps',
                         help='horizontal axis (default: steps)')
+    parser.add_argument('--reach', type=float, default=None,
+                        help='print when the test curve first reaches this '
+                             'MRR (runs that monitor the test set)')
     args = parser.parse_args()
     labels = args.labels or [os.path.basename(os.path.normpath(r))
                              for r in args.runs]
@@ -50,6 +73,7 @@ def main() -> None:
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7, 3.6), layout='constrained')
     ax = fig.subplots()
+    any_test = False
     for folder, label in zip(args.runs, labels):
         hist, steps, finished = history(folder)
         if args.x == 'minutes':
@@ -63,13 +87,22 @@ def main() -> None:
         best = max(range(len(ys)), key=ys.__getitem__)
         line, = ax.plot(xs, ys, label=label, linewidth=1.2)
         ax.plot([xs[best]], [ys[best]], marker='o', color=line.get_color())
+        tested = [(x, h) for x, h in zip(xs, hist) if 'test_mrr' in h]
+        if tested:
+            any_test = True
+            ax.plot([x for x, _ in tested], [h['test_mrr'] for _, h in tested],
+                    linestyle='--', linewidth=1.0, color=line.get_color(),
+                    label=f'{label} (test)')
+        if args.reach is not None:
+            print(f'{label}: {reached(hist, args.reach)}', file=sys.stderr)
         print(f'{label}: {steps} steps ({"finished" if finished else "in progress"}), '
               f'best dev MRR {ys[best]:.4f} at step {hist[best]["step"]}'
               + (f' ({xs[best]:.1f} min)' if args.x == 'minutes' else ''),
               file=sys.stderr)
     ax.set(xlabel=('training minutes (validation excluded)'
                    if args.x == 'minutes' else 'meta-training step'),
-           ylabel='dev MRR', title=args.title)
+           ylabel='MRR (dev solid, test dashed)' if any_test else 'dev MRR',
+           title=args.title)
     ax.grid(alpha=0.3)
     ax.legend(loc='lower right', fontsize='small')
     os.makedirs(os.path.dirname(os.path.abspath(args.output)),

@@ -427,6 +427,27 @@ def test_learning_curves_against_steps_and_training_minutes(
         curves.main()
         assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert '4 steps (finished), best dev MRR' in capsys.readouterr().err
+    monkeypatch.setattr('sys.argv', ['learning_curves.py', out, '--reach',
+                                     '0.01', '--output',
+                                     str(tmp_path / 'dev.png')])
+    curves.main()
+    assert 'no test MRR recorded' in capsys.readouterr().err
+    # A run that monitors the test set: its curve, and when it reaches a level.
+    tested = str(tmp_path / 'tested')
+    common.run_train(['--model', 'metar', '--dataset', data, '--max-steps',
+                      '4', '--eval-every', '2', '--batch-size', '8', '--dim',
+                      '8', '--quiet', '--output', tested,
+                      '--set', 'trainer.monitor=[test]'])
+    with open(os.path.join(tested, 'results.json')) as f:
+        hist = json.load(f)['history']
+    first = hist[0]['test_mrr']
+    for level, expected in ((first, f"first at step {hist[0]['step']}, "),
+                            (1.01, 'never reached 1.01')):
+        monkeypatch.setattr('sys.argv', ['learning_curves.py', tested,
+                                         '--reach', str(level), '--output',
+                                         str(tmp_path / 'test.png')])
+        curves.main()
+        assert expected in capsys.readouterr().err
     # A run written before the history recorded training time.
     with open(os.path.join(out, 'results.json')) as f:
         res = json.load(f)

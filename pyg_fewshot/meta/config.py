@@ -7,7 +7,7 @@ r"""Typed configurations of the meta-learning engine.
 Values are checked where they are used, by the learner and the trainer.
 """
 from dataclasses import dataclass
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 
 @dataclass
@@ -60,6 +60,11 @@ class TrainerConfig:
         keep_eval_mode (bool): Reproduce the published code's training in
             evaluation mode (no dropout) after the first validation.
             (default: :obj:`False`)
+        monitor (Tuple[str, ...]): Splits also ranked at every validation,
+            their MRR recorded in the history as ``'<split>_mrr'`` (the
+            test set's learning curve, for instance); early stopping and
+            the best checkpoint read the dev MRR alone, and training is
+            the same with or without them. (default: :obj:`()`)
     """
     lr: float = 1e-3
     entity_lr: Optional[float] = None
@@ -69,3 +74,4 @@ class TrainerConfig:
     grad_clip: Optional[float] = None
     amp: bool = False
     keep_eval_mode: bool = False
+    monitor: Tuple[str, ...] = ()

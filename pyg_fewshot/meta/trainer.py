@@ -111,6 +111,11 @@ class MetaTrainer:
             MoEMeta code's third quirk: after the first validation the model
             stays in evaluation mode, so training goes on without dropout
             (and with batch norm frozen). (default: :obj:`False`)
+        monitor (callable, optional): Returns other scores to record in
+            each validation's history entry beside ``score`` (*e.g.*
+            ``{'test_mrr': ...}`` for a learning curve of the test set);
+            early stopping and the best checkpoint never read them.
+            (default: :obj:`None`)
         progress (bool, optional): Show a tqdm bar. (default: :obj:`True`)
         callbacks (Sequence, optional): Objects told of the run's progress
             (*e.g.* the experiment trackers of :mod:`pyg_fewshot.pipeline`):
@@ -130,6 +135,7 @@ class MetaTrainer:
                  metadata: Optional[Dict[str, Any]] = None,
                  run_config: Optional[Dict[str, Any]] = None,
                  keep_eval_mode: bool = False,
+                 monitor: Optional[Callable[[], Dict[str, float]]] = None,
                  progress: bool = True,
                  callbacks: Optional[Sequence[Any]] = None) -> None:
         # Rejected here rather than failing late (ZeroDivisionError at the
@@ -153,6 +159,7 @@ class MetaTrainer:
         self.sampler = sampler
         self.output_dir = output_dir
         self.validate = validate
+        self.monitor = monitor
         self.max_steps = max_steps
         self.eval_every = eval_every
         self.patience = patience
@@ -209,6 +216,7 @@ class MetaTrainer:
     def from_config(cls, learner: MetaLearner, sampler: EpisodeSampler,
                     output_dir: str, config: TrainerConfig,
                     validate: Optional[Callable[[], float]] = None,
+                    monitor: Optional[Callable[[], Dict[str, float]]] = None,
                     run_config: Optional[Dict[str, Any]] = None,
                     metadata: Optional[Dict[str, Any]] = None,
                     progress: bool = True,
@@ -226,7 +234,8 @@ class MetaTrainer:
                    grad_clip=config.grad_clip, amp=config.amp,
                    sparse_lr=config.entity_lr, metadata=metadata,
                    run_config=run_config,
-                   keep_eval_mode=config.keep_eval_mode, progress=progress,
+                   keep_eval_mode=config.keep_eval_mode, monitor=monitor,
+                   progress=progress,
                    callbacks=callbacks)
 
     # State -----------------------------------------------------------------
@@ -350,6 +359,8 @@ class MetaTrainer:
         # wall-clock time and the time to reach a score read it.
         entry = {'step': self.step, 'score': score,
                  'train_seconds': round(self.train_seconds, 3)}
+        if self.monitor is not None:
+            entry.update(dist_utils.broadcast_object(self.monitor()))
         if self._loss_steps:
             entry['train_loss'] = self._loss_sum / self._loss_steps
         self._loss_sum, self._loss_steps = 0.0, 0

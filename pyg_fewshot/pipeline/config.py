@@ -81,6 +81,10 @@ class RunConfig:
         if self.device not in ('cpu', 'cuda'):
             raise ValueError(f"RunConfig: 'device' must be 'cpu' or 'cuda' "
                              f'(got {self.device!r})')
+        unknown = [s for s in self.trainer.monitor if s not in ('dev', 'test')]
+        if unknown:
+            raise ValueError(f"RunConfig: 'trainer.monitor' may list 'dev' "
+                             f"and 'test' (got {unknown[0]!r})")
         if not (isinstance(self.nproc, int) and self.nproc >= 1):
             raise ValueError(f"RunConfig: 'nproc' must be a positive integer "
                              f'(got {self.nproc!r})')
@@ -88,9 +92,10 @@ class RunConfig:
     #: Settings a run may change and still resume (see :meth:`resume_key`):
     #: raising ``max_steps`` extends a run; the device and the data cache
     #: folder change where it runs, not what it computes (the data
-    #: fingerprint guards the data itself).
+    #: fingerprint guards the data itself); the monitored splits change
+    #: what is recorded, not what is trained.
     RESUMABLE: ClassVar[Tuple[str, ...]] = ('trainer.max_steps', 'device',
-                                            'data.root')
+                                            'data.root', 'trainer.monitor')
 
     def to_dict(self) -> Dict[str, Any]:
         r"""Nested plain values, in the layout of a run file."""

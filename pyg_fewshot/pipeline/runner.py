@@ -289,13 +289,19 @@ def _run(config: RunConfig, output: str, resume: bool,
                         ties_policy=config.ties, seed=config.seed,
                         distributed=distributed)
 
+    monitor = None
+    if config.trainer.monitor:
+        def monitor() -> Dict[str, float]:
+            return {f'{split}_mrr': evaluate_split(split)['mrr']
+                    for split in config.trainer.monitor}
+
     # Only rank 0 reports, as only rank 0 writes.
     tracking = resolve_trackers(trackers, output) if main_process else []
     for tracker in tracking:
         tracker.start(config.to_dict())
     trainer = MetaTrainer.from_config(
         learner, sampler, output, config.trainer,
-        validate=lambda: evaluate_split('dev')['mrr'],
+        validate=lambda: evaluate_split('dev')['mrr'], monitor=monitor,
         run_config=config.resume_key(),
         metadata={'run_config': config.to_dict(), 'version': __version__},
         progress=progress, callbacks=tracking)

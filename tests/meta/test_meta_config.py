@@ -17,7 +17,7 @@ def test_defaults():
     assert to_dict(TrainerConfig()) == {
         'lr': 1e-3, 'entity_lr': None, 'max_steps': 1000, 'eval_every': 200,
         'patience': 30, 'grad_clip': None, 'amp': False,
-        'keep_eval_mode': False}
+        'keep_eval_mode': False, 'monitor': []}
 
 
 @pytest.mark.parametrize('inner_lr', [None, 5.0, {'rel': 5.0, '*': 0.05}])

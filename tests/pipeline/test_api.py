@@ -96,6 +96,28 @@ def test_overrides_as_strings_and_config_as_object_or_file(data, result,
     assert resolve_config(path) == result.config
 
 
+def test_monitored_test_curve_changes_nothing_else(data, result):
+    settings = dict(SETTINGS, overrides=dict(SETTINGS['overrides'],
+                                             **{'trainer.monitor': ['test']}))
+    monitored = pipeline(dataset=data, **settings)
+    assert all('test_mrr' in h for h in monitored.history)
+    # The same training and the same choice of checkpoint ...
+    mine, plain = numbers(monitored), numbers(result)
+    for h in mine['history']:
+        del h['test_mrr']
+    for key in ('metrics', 'history', 'steps', 'best_step'):
+        assert mine[key] == plain[key]
+    # ... and the curve's point at the best step is the reported test MRR.
+    at_best = [h for h in monitored.history
+               if h['step'] == monitored.best_step]
+    assert at_best[0]['test_mrr'] == pytest.approx(monitored.test['mrr'])
+    # Resuming under another monitor is allowed: it trains the same.
+    assert 'trainer.monitor' not in monitored.config.resume_key()
+    with pytest.raises(ValueError, match="'trainer.monitor' may list"):
+        RunConfig.from_dict({'model': {'name': 'metar'},
+                             'trainer': {'monitor': ['train']}})
+
+
 def test_output_none_leaves_no_folder(data, tmp_path, monkeypatch):
     temp = tmp_path / 'tmp'
     temp.mkdir()
