@@ -96,6 +96,22 @@ for _name in ('metar', 'metar-published', 'moemeta', 'moemeta-transe-sd50'):
         '--background-tasks'] + sets('data.pretrain=false')
 
 
+def setting(models: List[str]) -> str:
+    r"""The initial vectors and training tasks of the table's rows."""
+    def one(name: str) -> str:
+        if name.endswith('-intrain'):
+            return ('random initial vectors plus the background relations '
+                    'as training tasks (In-Train)')
+        if name.endswith('-bgtasks'):
+            return ('TransE-pretrained background plus the background '
+                    'relations as training tasks (the hybrid)')
+        return 'TransE-pretrained background'
+    kinds = {one(m) for m in models}
+    if len(kinds) == 1:
+        return kinds.pop()
+    return '; '.join(f'{m}: {one(m)}' for m in models)
+
+
 def run_threads(rows) -> str:
     # The runs may have been made by other processes than this summary
     # (finished run folders are reused), so their own record counts.
@@ -152,7 +168,7 @@ def main() -> None:
         'ties = mean)', '',
         f'Budget per run: at most {args.max_steps} meta-training steps of '
         f'B = {args.batch_size} tasks, dev MRR every {args.eval_every} steps '
-        f'(best dev checkpoint kept), TransE-pretrained background; seeds '
+        f'(best dev checkpoint kept), {setting(args.models)}; seeds '
         f'{args.seeds}; {run_threads(rows)}; {machine()} (this '
         f'summary).', '',
         '| model | K | MRR | Hits@10 | Hits@5 | Hits@1 | macro MRR | '
