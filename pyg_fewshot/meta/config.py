@@ -60,11 +60,11 @@ class TrainerConfig:
         keep_eval_mode (bool): Reproduce the published code's training in
             evaluation mode (no dropout) after the first validation.
             (default: :obj:`False`)
-        monitor (Tuple[str, ...]): Splits also ranked at every validation,
-            their MRR recorded in the history as ``'<split>_mrr'`` (the
-            test set's learning curve, for instance); early stopping and
-            the best checkpoint read the dev MRR alone, and training is
-            the same with or without them. (default: :obj:`()`)
+        monitor (Tuple[str, ...]): Other splits ranked at every
+            validation (``('test',)``), their MRR recorded in the history
+            as ``'<split>_mrr'``: the test set's learning curve. Early
+            stopping and the best checkpoint read the dev MRR alone, and
+            training is the same with or without them. (default: :obj:`()`)
     """
     lr: float = 1e-3
     entity_lr: Optional[float] = None

@@ -113,9 +113,10 @@ def test_monitored_test_curve_changes_nothing_else(data, result):
     assert at_best[0]['test_mrr'] == pytest.approx(monitored.test['mrr'])
     # Resuming under another monitor is allowed: it trains the same.
     assert 'trainer.monitor' not in monitored.config.resume_key()
-    with pytest.raises(ValueError, match="'trainer.monitor' may list"):
-        RunConfig.from_dict({'model': {'name': 'metar'},
-                             'trainer': {'monitor': ['train']}})
+    for split in ('train', 'dev'):
+        with pytest.raises(ValueError, match="'trainer.monitor' may list"):
+            RunConfig.from_dict({'model': {'name': 'metar'},
+                                 'trainer': {'monitor': [split]}})
 
 
 def test_output_none_leaves_no_folder(data, tmp_path, monkeypatch):
