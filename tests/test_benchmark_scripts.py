@@ -280,11 +280,19 @@ def test_run_train_returns_results_and_reuses_a_finished_run(
     ('metar-bgtasks', 'nell-one/metar-hybrid-1shot', 1, 10000, 1000),
     ('moemeta-transe-sd50-bgtasks', 'nell-one/moemeta-hybrid-1shot', 1,
      10000, 1000),
+    ('metar-bgtasks', 'nell-one/metar-hybrid-5shot', 5, 10000, 1000),
+    ('moemeta-transe-sd50-bgtasks', 'nell-one/moemeta-hybrid-5shot', 5,
+     10000, 1000),
+    ('metar-intrain', 'nell-one/metar-intrain-1shot', 1, 10000, 1000),
+    ('metar-published-intrain',
+     'nell-one/metar-intrain-1shot published-code', 1, 10000, 1000),
+    ('moemeta-intrain', 'nell-one/moemeta-intrain-1shot', 1, 10000, 1000),
     ('metar', 'nell-one/metar-5shot', 5, 5000, 500),
     ('moemeta-transe-sd50', 'nell-one/moemeta-5shot', 5, 5000, 500)])
 def test_nell_one_presets_are_the_reproduction_configurations(
         name, preset, shots, steps, every):
-    # A preset must rerun exactly one run of the table it names.
+    # A preset (or presets laid over each other, space-separated here) must
+    # rerun exactly one run of the table it names.
     import reproduce_nell_one
     from pyg_fewshot.cli.main import build_parser, run_config
     grid = build_parser().parse_args(
@@ -292,7 +300,8 @@ def test_nell_one_presets_are_the_reproduction_configurations(
         ['--dataset', 'nell-one', '--pretrain', '--shots', str(shots),
          '--seed', '0', '--max-steps', str(steps), '--eval-every',
          str(every), '--batch-size', '1024'])
-    named = build_parser().parse_args(['train', '--preset', preset])
+    named = build_parser().parse_args(
+        ['train'] + [a for p in preset.split() for a in ('--preset', p)])
     assert run_config(grid) == run_config(named)
 
 

@@ -31,6 +31,8 @@ def test_shipped_presets_are_listed_with_their_description():
             'nell-one/metar-1shot', 'nell-one/metar-5shot',
             'nell-one/moemeta-1shot', 'nell-one/moemeta-5shot',
             'nell-one/metar-hybrid-1shot', 'nell-one/moemeta-hybrid-1shot',
+            'nell-one/metar-hybrid-5shot', 'nell-one/moemeta-hybrid-5shot',
+            'nell-one/metar-intrain-1shot', 'nell-one/moemeta-intrain-1shot',
             'published-code'} <= set(PRESETS)
     assert PRESETS == sorted(PRESETS)
     for name, description in list_presets():
@@ -49,9 +51,11 @@ def test_every_preset_resolves(name):
         merge(RunConfig().to_dict(), preset)).to_dict()
     if name.startswith('nell-one/'):
         assert config.data.dataset == 'nell-one'
-        assert config.data.pretrain
+        # In-Train starts from random vectors; the others from TransE.
+        assert config.data.pretrain == ('intrain' not in name)
         assert config.episodes.shots == int(name.split('-')[-1][0])
-        assert config.data.background_tasks == ('hybrid' in name)
+        assert config.data.background_tasks == (
+            'hybrid' in name or 'intrain' in name)
     if name.startswith('umls-one/'):
         assert config.data.dataset == 'umls-one'
         assert config.model.name == name.split('/')[1]
