@@ -3,7 +3,10 @@ r"""Named run configurations shipped with the package.
 A preset is a (partial) run file under ``pyg_fewshot/pipeline/presets/``
 whose first line is a ``# comment`` saying what it reproduces; it is laid
 over the defaults of :class:`~pyg_fewshot.pipeline.RunConfig` (or over the
-presets before it), so a preset names only what differs. ``nell-one/*``
+presets before it), so a preset names only what differs. A preset may
+start from others: ``extends: <name>`` (or a list of names, laid in order)
+takes those presets first and lays the file's own keys over them, so a
+setting shared by a family of presets is written once. ``nell-one/*``
 presets read the dataset ``nell-one``, found through
 ``$PYG_FEWSHOT_DATA`` (see :func:`~pyg_fewshot.data.load_dataset`).
 """
@@ -15,6 +18,8 @@ from .. import _config
 PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                           'presets')
 _SUFFIX = '.yaml'
+#: The key through which a preset starts from other presets.
+EXTENDS = 'extends'
 
 
 def _path(name: str) -> str:
@@ -37,16 +42,40 @@ def list_presets() -> List[Tuple[str, str]]:
     return sorted(out)
 
 
+def _unknown(name: str, what: str = 'Unknown preset') -> ValueError:
+    names = ', '.join(n for n, _ in list_presets())
+    return ValueError(f"{what} '{name}'; the presets are: "
+                      f'{names} (pyg-fewshot presets describes them)')
+
+
 def load_preset(name: str) -> Dict[str, Any]:
     r"""The (partial) run configuration dict of preset ``name`` (*e.g.*
-    ``'nell-one/moemeta-1shot'``); an unknown name raises a one-line
-    :class:`ValueError` listing the presets."""
+    ``'nell-one/moemeta-1shot'``), with the presets it ``extends`` laid
+    under it; an unknown name, a malformed or circular ``extends`` raise
+    a one-line :class:`ValueError` (the first listing the presets)."""
+    return _load(name, ())
+
+
+def _load(name: str, chain: Tuple[str, ...]) -> Dict[str, Any]:
     path = _path(name)
     if not os.path.isfile(path):
-        names = ', '.join(n for n, _ in list_presets())
-        raise ValueError(f"Unknown preset '{name}'; the presets are: "
-                         f'{names} (pyg-fewshot presets describes them)')
-    return _config.load_file(path)
+        raise _unknown(name, f"preset '{chain[-1]}' extends an unknown "
+                       'preset' if chain else 'Unknown preset')
+    if name in chain:
+        raise ValueError(f"preset '{name}' extends itself: "
+                         f"{' -> '.join(chain + (name, ))}")
+    layer = _config.load_file(path)
+    bases = layer.pop(EXTENDS, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not (isinstance(bases, list)
+            and all(isinstance(b, str) and b for b in bases)):
+        raise ValueError(f"'{path}': '{EXTENDS}' must be a preset name or "
+                         f'a list of them, not {bases!r}')
+    out: Dict[str, Any] = {}
+    for base in bases:
+        out = merge(out, _load(base, chain + (name, )))
+    return merge(out, layer)
 
 
 def merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:

@@ -235,3 +235,63 @@ def test_nell_one_presets_read_the_dataset_through_the_data_path(
          str(tmp_path / 'other')] + FAST, capsys)
     assert code == 2
     assert len(err.splitlines()) == 1 and '$PYG_FEWSHOT_DATA' in err
+
+
+def test_a_preset_extends_others(tmp_path, monkeypatch):
+    from pyg_fewshot.pipeline import presets
+    monkeypatch.setattr(presets, 'PRESET_DIR', str(tmp_path))
+    (tmp_path / 'fam').mkdir()
+
+    def write(name, text):
+        (tmp_path / f'{name}.yaml').write_text(f'# {name}\n{text}')
+
+    write('fam/base', 'trainer:\n  lr: 0.1\n  max_steps: 10\n'
+          'model:\n  name: moemeta\n  num_experts: 4\n')
+    write('fam/long', 'trainer:\n  max_steps: 99\n')
+    write('fam/child', 'extends: [fam/base, fam/long]\n'
+          'model:\n  top_k: 1\n')
+    write('fam/grandchild', 'extends: fam/child\ntrainer:\n  lr: 0.5\n')
+    # The bases in order, then the file's own keys, section by section.
+    assert presets.load_preset('fam/child') == {
+        'trainer': {'lr': 0.1, 'max_steps': 99},
+        'model': {'name': 'moemeta', 'num_experts': 4, 'top_k': 1}}
+    assert presets.load_preset('fam/grandchild')['trainer'] == {
+        'lr': 0.5, 'max_steps': 99}
+    # What is listed and described stays the files themselves.
+    assert [n for n, _ in presets.list_presets()] == [
+        'fam/base', 'fam/child', 'fam/grandchild', 'fam/long']
+
+    write('fam/lost', 'extends: fam/nope\n')
+    with pytest.raises(ValueError) as e:
+        presets.load_preset('fam/lost')
+    assert '\n' not in str(e.value)
+    assert str(e.value).startswith(
+        "preset 'fam/lost' extends an unknown preset 'fam/nope'; "
+        'the presets are: fam/base, ')
+    write('fam/a', 'extends: fam/b\n')
+    write('fam/b', 'extends: fam/a\n')
+    with pytest.raises(ValueError, match=r"^preset 'fam/a' extends itself: "
+                       r'fam/a -> fam/b -> fam/a$'):
+        presets.load_preset('fam/a')
+    write('fam/bad', 'extends: {name: fam/base}\n')
+    with pytest.raises(ValueError, match="'extends' must be a preset name "
+                       'or a list of them'):
+        presets.load_preset('fam/bad')
+
+
+def test_shipped_presets_extend_their_family():
+    # 5-shot, hybrid and In-Train presets are their 1-shot preset plus
+    # what differs, so a change to the model is made once.
+    for model in ('metar', 'moemeta'):
+        one = resolve_config(presets=[f'nell-one/{model}-1shot'])
+        hybrid = resolve_config(presets=[f'nell-one/{model}-hybrid-1shot'])
+        five = resolve_config(presets=[f'nell-one/{model}-hybrid-5shot'])
+        assert hybrid.model == one.model == five.model
+        assert hybrid.learner == one.learner
+        assert hybrid.trainer == one.trainer == five.trainer
+    # MoEMeta's In-Train preset is MetaR's with MoEMeta's default model.
+    from pyg_fewshot.models import model_config
+    metar = resolve_config(presets=['nell-one/metar-intrain-1shot'])
+    moemeta = resolve_config(presets=['nell-one/moemeta-intrain-1shot'])
+    assert moemeta.model == model_config('moemeta')
+    assert moemeta.data == metar.data and moemeta.trainer == metar.trainer
