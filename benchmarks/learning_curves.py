@@ -91,8 +91,7 @@ def main() -> None:
         if tested:
             any_test = True
             ax.plot([x for x, _ in tested], [h['test_mrr'] for _, h in tested],
-                    linestyle='--', linewidth=1.0, color=line.get_color(),
-                    label=f'{label} (test)')
+                    linestyle='--', linewidth=1.0, color=line.get_color())
         if args.reach is not None:
             print(f'{label}: {reached(hist, args.reach)}', file=sys.stderr)
         print(f'{label}: {steps} steps ({"finished" if finished else "in progress"}), '
