@@ -125,7 +125,10 @@ def run_train(args: List[str]) -> dict:
     """Runs ``pyg-fewshot train ARGS`` in this process (the CLI's parser and
     :func:`pyg_fewshot.pipeline.run`) and returns its results.json, reusing
     a finished run folder (so an interrupted grid resumes where it
-    stopped).
+    stopped). A run that used all of a smaller ``--max-steps`` is extended
+    to the larger one from its ``last.pt`` (``train`` resumes by default),
+    so a grid's longer budget continues its shorter runs; one that stopped
+    early is reused as it is.
 
     :mod:`_modules` is imported first, so that the experiment-only layers
     resolve by name (``--set model.aggregator=fixed_message`` or
@@ -133,12 +136,15 @@ def run_train(args: List[str]) -> dict:
     import json
 
     import _modules  # noqa: F401  (registers the experiment-only layers)
-    from pyg_fewshot.cli.main import build_parser
+    from pyg_fewshot.cli.main import build_parser, run_config
     parsed = build_parser().parse_args(['train'] + args)
     path = os.path.join(parsed.output, 'results.json')
     if os.path.isfile(path):
         with open(path) as f:
-            return json.load(f)
+            done = json.load(f)
+        wanted = run_config(parsed).trainer.max_steps
+        if done.get('stopped_early') or done['steps'] >= wanted:
+            return done
     return parsed.func(parsed).to_dict()
 
 

@@ -272,6 +272,15 @@ def test_run_train_returns_results_and_reuses_a_finished_run(
     os.remove(os.path.join(out, 'best.pt'))
     assert common.run_train(args) == json.loads(json.dumps(res))
     assert not os.path.exists(os.path.join(out, 'best.pt'))
+    # A longer budget extends it from its last checkpoint ...
+    longer = list(args)
+    longer[longer.index('--max-steps') + 1] = '4'
+    res4 = common.run_train(longer)
+    assert res4['steps'] == 4
+    assert [h['step'] for h in res4['history']] == [1, 2, 3, 4]
+    assert res4['history'][:2] == json.loads(json.dumps(res['history']))
+    # ... and a shorter one reads the longer run back.
+    assert common.run_train(args) == json.loads(json.dumps(res4))
 
 
 @pytest.mark.parametrize('name,preset,shots,steps,every', [
