@@ -42,12 +42,6 @@ def list_presets() -> List[Tuple[str, str]]:
     return sorted(out)
 
 
-def _unknown(name: str, what: str = 'Unknown preset') -> ValueError:
-    names = ', '.join(n for n, _ in list_presets())
-    return ValueError(f"{what} '{name}'; the presets are: "
-                      f'{names} (pyg-fewshot presets describes them)')
-
-
 def load_preset(name: str) -> Dict[str, Any]:
     r"""The (partial) run configuration dict of preset ``name`` (*e.g.*
     ``'nell-one/moemeta-1shot'``), with the presets it ``extends`` laid
@@ -59,8 +53,11 @@ def load_preset(name: str) -> Dict[str, Any]:
 def _load(name: str, chain: Tuple[str, ...]) -> Dict[str, Any]:
     path = _path(name)
     if not os.path.isfile(path):
-        raise _unknown(name, f"preset '{chain[-1]}' extends an unknown "
-                       'preset' if chain else 'Unknown preset')
+        what = (f"preset '{chain[-1]}' extends an unknown preset"
+                if chain else 'Unknown preset')
+        names = ', '.join(n for n, _ in list_presets())
+        raise ValueError(f"{what} '{name}'; the presets are: "
+                         f'{names} (pyg-fewshot presets describes them)')
     if name in chain:
         raise ValueError(f"preset '{name}' extends itself: "
                          f"{' -> '.join(chain + (name, ))}")
