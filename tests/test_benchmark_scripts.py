@@ -480,6 +480,45 @@ def test_learning_curves_against_steps_and_training_minutes(
         curves.main()
 
 
+def test_recorded_runs_are_reused_and_drawn_without_checkpoints(
+        common, tiny_data, tmp_path, monkeypatch, capsys):
+    import json
+
+    from pyg_fewshot.data.writer import write_fewshot_folder
+    record = _benchmark_module('record_runs')
+    curves = _benchmark_module('learning_curves')
+    monkeypatch.setenv('PYG_FEWSHOT_HOME', str(tmp_path / 'cache'))
+    data = str(tmp_path / 'data')
+    write_fewshot_folder(tiny_data, data)
+    run = tmp_path / 'runs' / 'grid' / 'metar_1shot_s0'
+    args = ['--model', 'metar', '--dataset', data, '--max-steps', '2',
+            '--eval-every', '1', '--batch-size', '8', '--dim', '8',
+            '--quiet']
+    res = common.run_train(args + ['--output', str(run)])
+    # An interrupted run (no results.json) is refused; nothing is copied.
+    (tmp_path / 'runs' / 'grid' / 'unfinished').mkdir()
+    into = tmp_path / 'records'
+    monkeypatch.setattr('sys.argv', [
+        'record_runs.py', str(run), str(run.parent / 'unfinished'),
+        '--into', str(into)])
+    with pytest.raises(SystemExit, match='unfinished: no results.json'):
+        record.main()
+    assert not into.exists()
+    monkeypatch.setattr('sys.argv', ['record_runs.py', str(run), '--into',
+                                     str(into)])
+    record.main()
+    kept = into / 'grid' / 'metar_1shot_s0'
+    assert sorted(os.listdir(kept)) == ['config.yaml', 'results.json']
+    # The record stands for the run: reused as a finished run, drawn as one.
+    again = common.run_train(args + ['--output', str(kept)])
+    assert again == json.loads(json.dumps(res))
+    assert sorted(os.listdir(kept)) == ['config.yaml', 'results.json']
+    monkeypatch.setattr('sys.argv', ['learning_curves.py', str(kept),
+                                     '--output', str(tmp_path / 'c.png')])
+    curves.main()
+    assert '2 steps (finished)' in capsys.readouterr().err
+
+
 def test_transductive_reference_holds_out_half_of_each_query_set(
         tiny_data, tmp_path, monkeypatch, capsys):
     from pyg_fewshot.data import load_dataset
